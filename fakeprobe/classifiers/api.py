@@ -1,0 +1,260 @@
+"""What the commands do: fit, compare, evaluate and predict, each returning a result object."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from fakeprobe.classifiers.aggregate import Aggregation
+from fakeprobe.classifiers.data import FrameData, Selection, load_frames
+from fakeprobe.classifiers.model import (Model, cache_fingerprint, check_versions, load_model,
+                                         save_model)
+from fakeprobe.classifiers.training import (EvalReport, FoldResult, cross_validate, fake_proba,
+                                            fit_final, grouped_folds, holdout, train_test)
+from fakeprobe.errors import FakeprobeError
+from fakeprobe.evaluation.metrics import binary_metrics
+from fakeprobe.evaluation.resources import measure
+from fakeprobe.features.cache import CacheReader
+
+
+def default_features(cache_path: Path | str) -> tuple[str, ...]:
+    """The feature set a command uses when none is named: the cache's first backbone."""
+    with CacheReader(cache_path) as cache:
+        names = [b for b in cache.config.backbones if b in cache.feature_sets]
+        names = names or list(cache.feature_sets)
+    if not names:
+        raise FakeprobeError(f"{cache_path}: holds no feature set yet")
+    return (names[0],)
+
+
+@dataclass
+class Protocol:
+    """How a head is judged: grouped k-fold CV (default), a grouped hold-out, or another cache."""
+
+    folds: int = 5
+    holdout: float | None = None
+    eval_cache: Path | None = None
+    eval_selection: Selection | None = None
+    search: str | None = None
+    n_iter: int = 10
+    random_state: int = 0
+
+
+def _evaluate_head(data: FrameData, head: str, aggregation: Aggregation, protocol: Protocol,
+                   features: tuple[str, ...], folds=None, test: FrameData | None = None
+                   ) -> EvalReport:
+    options = dict(aggregation=aggregation, search=protocol.search, n_iter=protocol.n_iter,
+                   random_state=protocol.random_state)
+    if test is not None:
+        return train_test(data, test, head, **options)
+    if protocol.holdout:
+        return holdout(data, head, test_size=protocol.holdout, **options)
+    return cross_validate(data, head, n_splits=protocol.folds, folds=folds, **options)
+
+
+def _load_test(protocol: Protocol, features: tuple[str, ...]) -> FrameData | None:
+    if protocol.eval_cache is None:
+        return None
+    return load_frames(protocol.eval_cache, features, protocol.eval_selection or Selection())
+
+
+@dataclass
+class FitResult:
+    report: EvalReport
+    model_path: Path | None
+    final_fit_seconds: float
+    provenance: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": str(self.model_path) if self.model_path else None,
+                "final_fit_seconds": self.final_fit_seconds, "report": self.report.to_dict()}
+
+
+def fit(cache_path: Path, head: str, out: Path | None, *, features: Sequence[str] = (),
+        selection: Selection | None = None, aggregation: Aggregation | None = None,
+        protocol: Protocol | None = None) -> FitResult:
+    """Evaluate ``head`` by the protocol, then fit it on every selected item and save it."""
+    features = tuple(features) or default_features(cache_path)
+    selection = selection or Selection()
+    aggregation = aggregation or Aggregation()
+    protocol = protocol or Protocol()
+    data = load_frames(cache_path, features, selection)
+    report = _evaluate_head(data, head, aggregation, protocol, features,
+                            test=_load_test(protocol, features))
+    # the final model takes the most frequent hyperparameters chosen in the folds
+    chosen = [tuple(sorted(f.params.items())) for f in report.folds if f.params]
+    params = dict(max(set(chosen), key=chosen.count)) if chosen else {}
+    pipeline, seconds = fit_final(data, head, params=params,
+                                  random_state=protocol.random_state)
+    with CacheReader(cache_path) as cache:
+        extractor_config = cache.config.to_dict()
+    provenance = {
+        "head": head, "features": list(features), "feature_configs": data.feature_configs,
+        "extractor_config": extractor_config, "aggregation": asdict(aggregation),
+        "threshold": report.threshold, "params": params, "selection": selection.to_dict(),
+        "protocol": report.protocol, "cv_video": report.video, "cv_frame": report.frame,
+        "training_cache": cache_fingerprint(cache_path),
+        "training_items": data.n_videos, "training_frames": int(len(data.y)),
+    }
+    if out is not None:
+        save_model(out, pipeline, provenance)
+    return FitResult(report, out, seconds, provenance)
+
+
+@dataclass
+class CompareResult:
+    reports: list[EvalReport]
+    excluded: list[dict[str, str]] = field(default_factory=list)
+
+    def sorted(self) -> list[EvalReport]:
+        return sorted(self.reports, key=lambda r: -(r.video["roc_auc"] or -1.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reports": [r.to_dict() for r in self.sorted()], "excluded": self.excluded}
+
+
+def compare(cache_path: Path, heads: Sequence[str], feature_sets: Sequence[tuple[str, ...]],
+            *, selection: Selection | None = None, aggregation: Aggregation | None = None,
+            protocol: Protocol | None = None,
+            progress: Callable[[str], None] | None = None) -> CompareResult:
+    """Every head on every feature combination, on identical folds.
+
+    Folds are made once, over the items usable with every combination, so that rows of the
+    table differ only by head and features.
+    """
+    selection = selection or Selection()
+    aggregation = aggregation or Aggregation()
+    protocol = protocol or Protocol()
+    feature_sets = [tuple(f) for f in feature_sets] or [default_features(cache_path)]
+    datasets = {f: load_frames(cache_path, f, selection) for f in feature_sets}
+    common = set.intersection(*(set(d.videos["id"]) for d in datasets.values()))
+    excluded = {e["id"]: e for d in datasets.values() for e in d.excluded}
+    for name, data in datasets.items():
+        keep = np.flatnonzero(np.isin(data.videos["id"], sorted(common)))
+        order = keep[np.argsort(data.videos["id"][keep])]
+        datasets[name] = data.subset_videos(order)
+    reference = datasets[feature_sets[0]]
+    folds = None
+    if not protocol.holdout and protocol.eval_cache is None:
+        folds = grouped_folds(reference, protocol.folds, protocol.random_state)
+    reports = []
+    for features in feature_sets:
+        test = _load_test(protocol, features)
+        for head in heads:
+            if progress:
+                progress(f"{head} on {'+'.join(features)}")
+            reports.append(_evaluate_head(datasets[features], head, aggregation, protocol,
+                                          features, folds=folds, test=test))
+    return CompareResult(reports, sorted(excluded.values(), key=lambda e: e["id"]))
+
+
+def evaluate(model_path: Path, cache_path: Path, selection: Selection | None = None
+             ) -> tuple[EvalReport, list[str]]:
+    """Score a cache with a saved model at its threshold; also return version warnings."""
+    model = load_model(model_path)
+    model.check_cache(cache_path)
+    data = load_frames(cache_path, model.features, selection or Selection())
+    if not len(data.y):
+        raise FakeprobeError(f"{cache_path}: no usable item for this model")
+    with measure() as usage:
+        scores = fake_proba(model.pipeline, data.X)
+    aggregation = model.aggregation
+    videos = aggregation.video_scores(scores, data.video, data.frame_index, data.track,
+                                      data.n_videos)
+    labels = data.video_labels
+    ok = ~np.isnan(videos) & (labels >= 0)
+    frame_ok = data.y >= 0
+    report = EvalReport(
+        head=model.provenance["head"], features=model.features,
+        aggregation=model.provenance["aggregation"], protocol="saved model",
+        frame=binary_metrics(data.y[frame_ok], scores[frame_ok], model.threshold),
+        video=binary_metrics(labels[ok], videos[ok], model.threshold),
+        threshold=model.threshold,
+        folds=[FoldResult(0, model.provenance.get("training_items", 0), data.n_videos,
+                          model.threshold, 0.0, usage.seconds, usage.peak_rss_mb)],
+        video_scores=[{"id": str(data.videos["id"][i]), "label": str(data.videos["label"][i]),
+                       "group": str(data.videos["group"][i]),
+                       "dataset": str(data.videos["dataset"][i]),
+                       "method": str(data.videos["method"][i]), "score": float(videos[i]),
+                       "threshold": model.threshold, "fold": 0,
+                       "frames": int((data.video == i).sum())}
+                      for i in np.flatnonzero(~np.isnan(videos))],
+        excluded=data.excluded, n_frames=int(frame_ok.sum()),
+    )
+    return report, check_versions(model)
+
+
+@dataclass
+class Prediction:
+    id: str
+    path: str
+    status: str
+    score: float | None
+    label: str | None
+    frames_used: int
+    timeline: list[dict[str, float]]
+    error: str = ""
+
+
+@dataclass
+class PredictResult:
+    model: str
+    threshold: float
+    predictions: list[Prediction]
+    seconds: float
+    warnings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "threshold": self.threshold, "seconds": self.seconds,
+                "warnings": self.warnings, "predictions": [asdict(p) for p in self.predictions]}
+
+
+def predict(model_path: Path, inputs: Iterable[Path], *, cache_path: Path | None = None,
+            workers: int = 2, device: str = "auto", reporter=None) -> PredictResult:
+    """Extract ``inputs`` with the model's extractor config, then score every item.
+
+    Items that could not be read, or show no face, get no score and say why.
+    """
+    from fakeprobe.extractor.pipeline import extract
+
+    model = load_model(model_path)
+    config = replace(model.extractor_config, backbones=model.features)
+    with measure() as usage, tempfile.TemporaryDirectory(prefix="fakeprobe-") as tmp:
+        cache = cache_path or Path(tmp) / "predict.h5"
+        summary = extract(list(inputs), cache, config, workers=workers, device=device,
+                          reporter=reporter)
+        if not cache.exists():
+            raise FakeprobeError("no item could be read: " + "; ".join(
+                f"{f['id']}: {f['error']}" for f in summary.failures[:5]))
+        model.check_cache(cache)
+        data = load_frames(cache, model.features, Selection(labelled_only=False))
+        with CacheReader(cache) as reader:
+            everything = reader.videos()
+        scores = fake_proba(model.pipeline, data.X) if len(data.X) else np.zeros(0)
+    videos = model.aggregation.video_scores(scores, data.video, data.frame_index, data.track,
+                                            data.n_videos)
+    position = {vid: i for i, vid in enumerate(data.videos["id"])}
+    predictions = []
+    for k, vid in enumerate(everything["id"]):
+        i = position.get(vid)
+        if i is None or np.isnan(videos[i]):
+            status = everything["status"][k]
+            predictions.append(Prediction(
+                str(vid), str(everything["path"][k]), status if status != "ok" else "no_score",
+                None, None, 0, [], str(everything["error"][k]) or
+                ("no face in any sampled frame" if status == "no_face" else "")))
+            continue
+        rows = np.flatnonzero(data.video == i)
+        rows = rows[np.lexsort((data.frame_index[rows], data.track[rows]))]
+        timeline = [{"frame": int(data.frame_index[r]), "time": float(data.timestamp[r]),
+                     "track": int(data.track[r]), "score": float(scores[r])} for r in rows]
+        score = float(videos[i])
+        predictions.append(Prediction(
+            str(vid), str(everything["path"][k]), "ok", score,
+            "fake" if score >= model.threshold else "real", len(rows), timeline))
+    return PredictResult(str(model_path), model.threshold, predictions, usage.seconds,
+                         check_versions(model))

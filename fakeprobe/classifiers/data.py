@@ -1,0 +1,153 @@
+"""Frames of a cache as a design matrix, with the filters analysts ask for."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from fakeprobe.errors import FakeprobeError
+from fakeprobe.features.cache import READ_STATUSES, CacheReader
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which items of a cache to use. Patterns are shell-style (``FaceForensics++*``) and match
+    the ``dataset``/``method`` columns; ``exclude_*`` win over the includes."""
+
+    datasets: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    exclude_datasets: tuple[str, ...] = ()
+    exclude_methods: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    labelled_only: bool = True
+
+    def keeps(self, dataset: str, method: str, label: str) -> bool:
+        def hit(value: str, patterns: Sequence[str]) -> bool:
+            return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+        if self.labelled_only and label not in ("real", "fake"):
+            return False
+        if self.labels and label not in self.labels:
+            return False
+        if self.datasets and not hit(dataset, self.datasets):
+            return False
+        if self.methods and not hit(method, self.methods):
+            return False
+        return not (hit(dataset, self.exclude_datasets) or hit(method, self.exclude_methods))
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class FrameData:
+    """Rows with a face and every requested feature, and the items they belong to.
+
+    ``video`` indexes the ``videos`` columns (0..n_videos-1). Items selected but with no usable
+    row are in ``excluded`` with the reason; they get no score.
+    """
+
+    X: np.ndarray
+    y: np.ndarray  # per row: 1 fake, 0 real, -1 unlabelled
+    video: np.ndarray
+    frame_index: np.ndarray
+    timestamp: np.ndarray
+    track: np.ndarray
+    videos: dict[str, np.ndarray]
+    features: tuple[str, ...]
+    feature_configs: dict[str, dict]
+    excluded: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def n_videos(self) -> int:
+        return len(self.videos["id"])
+
+    @property
+    def video_labels(self) -> np.ndarray:
+        return np.array([{"fake": 1, "real": 0}.get(l, -1) for l in self.videos["label"]])
+
+    @property
+    def groups(self) -> np.ndarray:
+        """Per row group name."""
+        return self.videos["group"][self.video]
+
+    def subset_videos(self, keep: np.ndarray) -> "FrameData":
+        """Only the videos whose positions are in ``keep`` (renumbered in that order)."""
+        keep = np.asarray(keep, dtype=int)
+        remap = np.full(self.n_videos, -1)
+        remap[keep] = np.arange(len(keep))
+        rows = remap[self.video] >= 0
+        return FrameData(
+            X=self.X[rows], y=self.y[rows], video=remap[self.video[rows]],
+            frame_index=self.frame_index[rows], timestamp=self.timestamp[rows],
+            track=self.track[rows], videos={k: v[keep] for k, v in self.videos.items()},
+            features=self.features, feature_configs=self.feature_configs,
+            excluded=list(self.excluded),
+        )
+
+
+def load_frames(cache_path: Path | str, features: Iterable[str],
+                selection: Selection | None = None) -> FrameData:
+    """Concatenate the named feature sets of every selected item's face rows."""
+    selection = selection or Selection()
+    features = tuple(dict.fromkeys(features))
+    if not features:
+        raise FakeprobeError("name at least one feature set (--features)")
+    with CacheReader(cache_path) as cache:
+        available = cache.feature_sets
+        unknown = [f for f in features if f not in available]
+        if unknown:
+            raise FakeprobeError(
+                f"{cache_path}: no feature set {', '.join(map(repr, unknown))}; it holds "
+                f"{', '.join(available) or 'none'} (add one with `fakeprobe extract "
+                f"--backbone NAME` on the same --out)")
+        videos = cache.videos()
+        frames = cache.frames(("video", "frame_index", "timestamp", "track", "has_face"))
+        done = {f: cache.feature_done(f) for f in features}
+        keep_video = np.array([
+            selection.keeps(d, m, l)
+            for d, m, l in zip(videos["dataset"], videos["method"], videos["label"])
+        ], dtype=bool)
+        excluded = []
+        for i in np.flatnonzero(keep_video):
+            reason = None
+            if videos["status"][i] not in READ_STATUSES:
+                reason = f"{videos['status'][i]}: {videos['error'][i]}"
+            elif videos["status"][i] == "no_face":
+                reason = "no_face: no face in any sampled frame"
+            else:
+                missing = [f for f in features if not done[f][i]]
+                if missing:
+                    reason = f"features not extracted: {', '.join(missing)}"
+            if reason:
+                excluded.append({"id": str(videos["id"][i]), "reason": reason})
+                keep_video[i] = False
+        rows = keep_video[frames["video"]] & frames["has_face"]
+        row_index = np.flatnonzero(rows)
+        X = np.concatenate([cache.features(f, row_index) if len(row_index) else
+                            np.zeros((0, available[f]["dim"]), np.float32)
+                            for f in features], axis=1)
+    finite = np.isfinite(X).all(axis=1)
+    row_index, X = row_index[finite], X[finite]
+    positions = np.flatnonzero(keep_video)
+    # items whose rows all vanished (non-finite features) get no score either
+    with_rows = np.isin(positions, frames["video"][row_index])
+    for i in positions[~with_rows]:
+        excluded.append({"id": str(videos["id"][i]), "reason": "no usable face row"})
+    positions = positions[with_rows]
+    remap = np.full(len(videos["id"]), -1)
+    remap[positions] = np.arange(len(positions))
+    video = remap[frames["video"][row_index]]
+    sel_videos = {k: v[positions] for k, v in videos.items()}
+    labels = np.array([{"fake": 1, "real": 0}.get(l, -1) for l in sel_videos["label"]])
+    return FrameData(
+        X=X.astype(np.float32, copy=False), y=labels[video] if len(video) else
+        np.zeros(0, int), video=video, frame_index=frames["frame_index"][row_index],
+        timestamp=frames["timestamp"][row_index], track=frames["track"][row_index],
+        videos=sel_videos, features=features,
+        feature_configs={f: available[f] for f in features}, excluded=excluded,
+    )

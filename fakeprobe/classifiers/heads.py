@@ -1,0 +1,227 @@
+"""Classical heads as scikit-learn pipelines, in a registry keyed by name.
+
+Every head is ``Pipeline([("scale", StandardScaler()), ("clf", estimator)])`` so that
+standardisation is learnt inside each training fold. Class imbalance and uneven frame counts are
+handled by sample weights (see :func:`balanced_weights`) passed as ``clf__sample_weight``, the
+same way for every head.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.kernel_approximation import Nystroem
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, LinearSVC
+from sklearn.utils.multiclass import type_of_target, unique_labels
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from fakeprobe.registry import Registry
+
+#: Above this many training frames the SVM head switches from an exact RBF kernel SVM (memory
+#: and time grow with the square of the frames) to a Nystroem kernel approximation + linear SVM.
+SVM_EXACT_MAX_FRAMES = 20_000
+
+
+def _binary_classes(y: np.ndarray) -> np.ndarray:
+    """The two classes of ``y``, or the ValueError scikit-learn expects of binary estimators."""
+    kind = type_of_target(y, input_name="y", raise_unknown=True)
+    if kind != "binary":
+        raise ValueError(f"Only binary classification is supported. The type of the target "
+                         f"is {kind}.")
+    return unique_labels(y)
+
+
+class NystroemSVC(ClassifierMixin, BaseEstimator):
+    """RBF kernel approximated by Nystroem features, then a linear SVM (scales linearly)."""
+
+    def __init__(self, C: float = 1.0, gamma: float | None = None, n_components: int = 300,
+                 random_state: int | None = 0) -> None:
+        self.C = C
+        self.gamma = gamma
+        self.n_components = n_components
+        self.random_state = random_state
+
+    def fit(self, X, y, sample_weight=None):
+        X, y = validate_data(self, X, y)
+        self.classes_ = _binary_classes(y)
+        gamma = self.gamma if self.gamma is not None else 1.0 / (X.shape[1] * X.var() or 1.0)
+        self.map_ = Nystroem(gamma=gamma, n_components=min(self.n_components, len(X)),
+                             random_state=self.random_state).fit(X)
+        self.svm_ = LinearSVC(C=self.C, dual="auto", max_iter=5000,
+                              random_state=self.random_state)
+        self.svm_.fit(self.map_.transform(X), y, sample_weight=sample_weight)
+        return self
+
+    def decision_function(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
+        return self.svm_.decision_function(self.map_.transform(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
+    def predict(self, X):
+        check_is_fitted(self)
+        return self.svm_.predict(self.map_.transform(validate_data(self, X, reset=False)))
+
+
+class AutoSVC(ClassifierMixin, BaseEstimator):
+    """An SVM with calibrated probabilities that picks its kernel by the size of the data.
+
+    Up to ``exact_max`` frames: ``SVC(kernel="rbf")``; above: :class:`NystroemSVC`. Either way
+    probabilities come from Platt scaling fitted on out-of-fold decision values
+    (``CalibratedClassifierCV(ensemble=False)``); when ``groups`` are given the calibration folds
+    are grouped, so frames of one video never calibrate their own scores. (``SVC(probability=
+    True)`` is deprecated and calibrates on ungrouped folds.)
+    """
+
+    def __init__(self, C: float = 1.0, gamma: str | float = "scale", exact_max: int =
+                 SVM_EXACT_MAX_FRAMES, calibration_folds: int = 3,
+                 random_state: int | None = 0) -> None:
+        self.C = C
+        self.gamma = gamma
+        self.exact_max = exact_max
+        self.calibration_folds = calibration_folds
+        self.random_state = random_state
+
+    def _base(self, n_samples: int) -> BaseEstimator:
+        if n_samples <= self.exact_max:
+            return SVC(kernel="rbf", C=self.C, gamma=self.gamma, random_state=self.random_state)
+        gamma = None if isinstance(self.gamma, str) else self.gamma
+        return NystroemSVC(C=self.C, gamma=gamma, random_state=self.random_state)
+
+    def fit(self, X, y, sample_weight=None, groups=None):
+        X, y = validate_data(self, X, y)
+        self.classes_ = _binary_classes(y)
+        self.kernel_ = "rbf" if len(X) <= self.exact_max else "nystroem"
+        folds = self.calibration_folds
+        if groups is not None and len(np.unique(groups)) >= folds:
+            cv = list(GroupKFold(n_splits=folds).split(X, y, groups))
+            cv = [(tr, te) for tr, te in cv if len(np.unique(y[tr])) == 2] or folds
+        else:
+            counts = np.bincount(np.searchsorted(self.classes_, y))
+            folds = max(2, min(folds, int(counts.min())))
+            cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.random_state)
+        self.calibrated_ = CalibratedClassifierCV(self._base(len(X)), method="sigmoid", cv=cv,
+                                                  ensemble=False)
+        self.calibrated_.fit(X, y, sample_weight=sample_weight)
+        return self
+
+    def predict_proba(self, X):
+        check_is_fitted(self)
+        return self.calibrated_.predict_proba(validate_data(self, X, reset=False))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
+    def decision_function(self, X):
+        """Calibrated log-odds of ``classes_[1]`` (positive exactly when it is predicted)."""
+        p = np.clip(self.predict_proba(X)[:, 1], 1e-12, 1 - 1e-12)
+        return np.log(p / (1 - p))
+
+    def predict(self, X):
+        check_is_fitted(self)
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def _xgb(random_state: int = 0, device: str = "auto", **params):
+    from xgboost import XGBClassifier
+
+    if device == "auto":
+        device = "cuda" if _cuda_available() else "cpu"
+    # One thread: on small folds (thousands of frames) XGBoost's thread start-up and spin-waits
+    # cost more than they save, and on 2 busy cores they cost up to 20x. Raise it for big data.
+    defaults = dict(n_estimators=200, max_depth=4, learning_rate=0.1, subsample=0.8,
+                    colsample_bytree=0.5, min_child_weight=1.0, tree_method="hist",
+                    eval_metric="logloss", n_jobs=1)
+    defaults.update(params)
+    return XGBClassifier(random_state=random_state, device=device, **defaults)
+
+
+def _cuda_available() -> bool:
+    """True when xgboost was built with CUDA and a GPU answers (never on xgboost-cpu)."""
+    import subprocess
+
+    import xgboost
+
+    if not xgboost.build_info().get("USE_CUDA"):
+        return False
+    try:
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=5
+                              ).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+HEADS: Registry[Pipeline] = Registry("head")
+
+#: Parameter grids for ``--search`` (keys are Pipeline parameter names).
+SEARCH_SPACES: dict[str, dict[str, list]] = {
+    "logreg": {"clf__C": [0.001, 0.01, 0.1, 1.0, 10.0]},
+    "svm": {"clf__C": [0.1, 1.0, 10.0], "clf__gamma": ["scale", 0.001, 0.01]},
+    "xgb": {"clf__max_depth": [2, 4, 6], "clf__n_estimators": [150, 300],
+            "clf__learning_rate": [0.05, 0.1]},
+}
+
+
+def _pipeline(estimator) -> Pipeline:
+    return Pipeline([("scale", StandardScaler()), ("clf", estimator)])
+
+
+@HEADS.register("logreg", description="L2 logistic regression (lbfgs)")
+def make_logreg(random_state: int = 0, **params) -> Pipeline:
+    return _pipeline(LogisticRegression(max_iter=5000, random_state=random_state,
+                                        **{"C": 0.1, **params}))
+
+
+@HEADS.register("svm", description="RBF SVM with grouped Platt calibration; Nystroem + "
+                f"linear SVM above {SVM_EXACT_MAX_FRAMES} frames")
+def make_svm(random_state: int = 0, **params) -> Pipeline:
+    return _pipeline(AutoSVC(random_state=random_state, **params))
+
+
+@HEADS.register("xgb", requires=("xgboost",), hint='pip install "xgboost-cpu>=2"',
+                description="gradient-boosted trees (XGBClassifier, hist; CUDA when present)")
+def make_xgb(random_state: int = 0, **params) -> Pipeline:
+    return _pipeline(_xgb(random_state=random_state, **params))
+
+
+def balanced_weights(y: np.ndarray, video: np.ndarray) -> np.ndarray:
+    """Sample weights so that every video counts once and each class counts half.
+
+    A video of 32 frames does not outweigh one of 8, and 44 fakes do not outweigh 13 reals.
+    Weights average to 1.
+    """
+    y = np.asarray(y)
+    _, inverse, counts = np.unique(video, return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inverse]
+    for label in np.unique(y):
+        mask = y == label
+        w[mask] /= w[mask].sum()
+    return w * len(w) / w.sum()
+
+
+def fit_head(head: Pipeline, X: np.ndarray, y: np.ndarray, video: np.ndarray,
+             groups: np.ndarray | None = None) -> Pipeline:
+    """Fit a head with :func:`balanced_weights` (and grouped calibration for the SVM)."""
+    params = {"clf__sample_weight": balanced_weights(y, video)}
+    if isinstance(head.named_steps["clf"], AutoSVC) and groups is not None:
+        params["clf__groups"] = groups
+    return head.fit(X, y, **params)
+
+
+def new_head(name: str, random_state: int = 0, **params) -> Pipeline:
+    return HEADS.create(name, random_state=random_state, **params)
+
+
+__all__ = ["AutoSVC", "HEADS", "NystroemSVC", "SEARCH_SPACES", "balanced_weights", "clone",
+           "fit_head", "new_head"]

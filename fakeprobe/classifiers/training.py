@@ -1,0 +1,285 @@
+"""Grouped cross-validation, hold-out and cross-dataset evaluation of heads on cached frames.
+
+Splits are made over items, by ``group`` (``StratifiedGroupKFold``): a fake and its source real,
+and every frame of one video, stay on one side. Inside each training part, a second grouped
+cross-validation gives out-of-fold video scores from which the decision threshold is picked
+(Youden's J), so the test part never chooses its own threshold; the optional hyperparameter
+search runs inside the training part too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, StratifiedGroupKFold
+from sklearn.pipeline import Pipeline
+
+from fakeprobe.classifiers.aggregate import Aggregation
+from fakeprobe.classifiers.data import FrameData
+from fakeprobe.classifiers.heads import (SEARCH_SPACES, AutoSVC, balanced_weights, fit_head,
+                                         new_head)
+from fakeprobe.errors import FakeprobeError
+from fakeprobe.evaluation.metrics import binary_metrics, youden_threshold
+from fakeprobe.evaluation.resources import measure
+
+#: Folds of the inner cross-validation that picks thresholds and hyperparameters.
+INNER_FOLDS = 3
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    train_videos: int
+    test_videos: int
+    threshold: float
+    fit_seconds: float
+    predict_seconds: float
+    peak_rss_mb: float
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalReport:
+    """Scores and metrics of one head on one feature combination."""
+
+    head: str
+    features: tuple[str, ...]
+    aggregation: dict[str, Any]
+    protocol: str  # "cv-5", "holdout-0.25", "train/test"
+    frame: dict[str, Any]
+    video: dict[str, Any]
+    threshold: float  # for a final model: Youden's J on the out-of-fold video scores
+    folds: list[FoldResult]
+    video_scores: list[dict[str, Any]]
+    excluded: list[dict[str, str]]
+    n_frames: int
+
+    @property
+    def fit_seconds(self) -> float:
+        return float(sum(f.fit_seconds for f in self.folds))
+
+    @property
+    def predict_seconds(self) -> float:
+        return float(sum(f.predict_seconds for f in self.folds))
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return float(max((f.peak_rss_mb for f in self.folds), default=0.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["features"] = list(self.features)
+        data.update(fit_seconds=self.fit_seconds, predict_seconds=self.predict_seconds,
+                    peak_rss_mb=self.peak_rss_mb)
+        return data
+
+
+def fake_proba(model: Pipeline, X: np.ndarray) -> np.ndarray:
+    """P(fake) per row, whatever the order of ``classes_``."""
+    classes = list(model.classes_)
+    return model.predict_proba(X)[:, classes.index(1)]
+
+
+def grouped_folds(data: FrameData, n_splits: int = 5, random_state: int = 0
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) item positions, stratified by label and grouped by ``group``."""
+    labels = data.video_labels
+    groups = data.videos["group"]
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise FakeprobeError(f"grouped splits need at least 2 groups; the selection has "
+                             f"{n_groups}")
+    if len(np.unique(labels[labels >= 0])) < 2:
+        raise FakeprobeError("the selection holds a single class: a detector needs real and "
+                             "fake items")
+    n_splits = min(n_splits, n_groups)
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+    return [(tr, te) for tr, te in splitter.split(np.zeros(len(labels)), labels, groups)]
+
+
+def _rows(data: FrameData, videos: np.ndarray) -> np.ndarray:
+    return np.isin(data.video, videos)
+
+
+def _video_scores(data: FrameData, rows: np.ndarray, scores: np.ndarray,
+                  aggregation: Aggregation) -> np.ndarray:
+    return aggregation.video_scores(scores, data.video[rows], data.frame_index[rows],
+                                    data.track[rows], data.n_videos)
+
+
+def _search(head: Pipeline, name: str, data: FrameData, rows: np.ndarray, mode: str,
+            n_iter: int, random_state: int) -> dict[str, Any]:
+    """Best parameters of ``head`` by frame ROC-AUC in a grouped CV of the training rows."""
+    space = SEARCH_SPACES.get(name)
+    if not space:
+        return {}
+    groups = data.groups[rows]
+    if len(np.unique(groups)) < INNER_FOLDS:
+        return {}
+    X, y, video = data.X[rows], data.y[rows], data.video[rows]
+    cv = list(StratifiedGroupKFold(INNER_FOLDS, shuffle=True, random_state=random_state)
+              .split(X, y, groups))
+    if mode == "grid":
+        searcher = GridSearchCV(head, space, scoring="roc_auc", cv=cv, n_jobs=1)
+    else:
+        searcher = RandomizedSearchCV(head, space, n_iter=n_iter, scoring="roc_auc", cv=cv,
+                                      n_jobs=1, random_state=random_state)
+    params = {"clf__sample_weight": balanced_weights(y, video)}
+    if isinstance(head.named_steps["clf"], AutoSVC):
+        params["clf__groups"] = groups
+    searcher.fit(X, y, **params)
+    return dict(searcher.best_params_)
+
+
+def _inner_threshold(head: Pipeline, data: FrameData, train_videos: np.ndarray,
+                     aggregation: Aggregation, random_state: int) -> float:
+    """Youden threshold on out-of-fold video scores of an inner grouped CV of the training
+    items (0.5 when they hold too few groups to split)."""
+    groups = data.videos["group"][train_videos]
+    labels = data.video_labels[train_videos]
+    if len(np.unique(groups)) < INNER_FOLDS:
+        return 0.5
+    splitter = StratifiedGroupKFold(INNER_FOLDS, shuffle=True, random_state=random_state)
+    oof = np.full(data.n_videos, np.nan)
+    for tr, te in splitter.split(np.zeros(len(labels)), labels, groups):
+        tr_rows, te_rows = _rows(data, train_videos[tr]), _rows(data, train_videos[te])
+        if len(np.unique(data.y[tr_rows])) < 2 or not te_rows.any():
+            continue
+        model = fit_head(clone(head), data.X[tr_rows], data.y[tr_rows], data.video[tr_rows],
+                         data.groups[tr_rows])
+        scores = _video_scores(data, te_rows, fake_proba(model, data.X[te_rows]), aggregation)
+        done = ~np.isnan(scores)
+        oof[done] = scores[done]
+    scored = train_videos[~np.isnan(oof[train_videos])]
+    if len(np.unique(data.video_labels[scored])) < 2:
+        return 0.5
+    return youden_threshold(data.video_labels[scored], oof[scored])
+
+
+def _fit_fold(name: str, head_params: dict, data: FrameData, train_videos: np.ndarray,
+              aggregation: Aggregation, search: str | None, n_iter: int, random_state: int,
+              ) -> tuple[Pipeline, float, dict, float, float]:
+    """Fit on the training items: search, threshold, final fit. Returns the model, the
+    threshold, the chosen parameters, fit seconds and peak RSS."""
+    head = new_head(name, random_state=random_state, **head_params)
+    rows = _rows(data, train_videos)
+    if len(np.unique(data.y[rows])) < 2:
+        raise FakeprobeError("a training part holds a single class; use fewer folds")
+    with measure() as usage:
+        params = _search(head, name, data, rows, search, n_iter, random_state) if search else {}
+        head.set_params(**params)
+        threshold = _inner_threshold(head, data, train_videos, aggregation, random_state)
+        model = fit_head(head, data.X[rows], data.y[rows], data.video[rows], data.groups[rows])
+    return model, threshold, params, usage.seconds, usage.peak_rss_mb
+
+
+def _evaluate(data: FrameData, name: str, folds: list[tuple[np.ndarray, np.ndarray]],
+              protocol: str, aggregation: Aggregation, search: str | None, n_iter: int,
+              random_state: int, head_params: dict, test: FrameData | None = None
+              ) -> EvalReport:
+    """Run every (train, test) split; test items come from ``test`` (or ``data``)."""
+    target = test if test is not None else data
+    frame_scores = np.full(len(target.y), np.nan)
+    frame_thresholds = np.full(len(target.y), np.nan)
+    video_scores = np.full(target.n_videos, np.nan)
+    video_thresholds = np.full(target.n_videos, np.nan)
+    video_fold = np.full(target.n_videos, -1)
+    results = []
+    for k, (train_videos, test_videos) in enumerate(folds):
+        model, threshold, params, fit_s, peak = _fit_fold(
+            name, head_params, data, train_videos, aggregation, search, n_iter, random_state)
+        rows = _rows(target, test_videos)
+        with measure() as usage:
+            scores = fake_proba(model, target.X[rows]) if rows.any() else np.zeros(0)
+        frame_scores[rows], frame_thresholds[rows] = scores, threshold
+        videos = _video_scores(target, rows, scores, aggregation)
+        hit = ~np.isnan(videos)
+        video_scores[hit], video_thresholds[hit], video_fold[hit] = videos[hit], threshold, k
+        results.append(FoldResult(k, len(train_videos), len(test_videos), threshold, fit_s,
+                                  usage.seconds, max(peak, usage.peak_rss_mb), params))
+    frame_ok = ~np.isnan(frame_scores) & (target.y >= 0)
+    labels = target.video_labels
+    video_ok = ~np.isnan(video_scores) & (labels >= 0)
+    final_threshold = (youden_threshold(labels[video_ok], video_scores[video_ok])
+                       if video_ok.any() else 0.5)
+    per_video = [
+        {"id": str(target.videos["id"][i]), "label": str(target.videos["label"][i]),
+         "group": str(target.videos["group"][i]), "dataset": str(target.videos["dataset"][i]),
+         "method": str(target.videos["method"][i]), "score": float(video_scores[i]),
+         "threshold": float(video_thresholds[i]), "fold": int(video_fold[i]),
+         "frames": int((target.video == i).sum())}
+        for i in np.flatnonzero(~np.isnan(video_scores))
+    ]
+    return EvalReport(
+        head=name, features=data.features, aggregation=asdict(aggregation), protocol=protocol,
+        frame=_metrics(target.y[frame_ok], frame_scores[frame_ok], frame_thresholds[frame_ok]),
+        video=_metrics(labels[video_ok], video_scores[video_ok], video_thresholds[video_ok]),
+        threshold=float(final_threshold), folds=results, video_scores=per_video,
+        excluded=list(target.excluded), n_frames=int(frame_ok.sum()),
+    )
+
+
+def _metrics(y: np.ndarray, scores: np.ndarray, thresholds: np.ndarray) -> dict[str, Any]:
+    """Metrics with each score judged at its own fold's threshold (recorded as their mean)."""
+    if len(y) == 0:
+        return binary_metrics(np.zeros(0, int), np.zeros(0))
+    # judging score >= t_i equals judging (score - t_i + 0.5) >= 0.5 for the counts; the
+    # ranking metrics use the raw scores
+    shifted = np.clip(scores - thresholds + 0.5, 0.0, 1.0)
+    counts = binary_metrics(y, shifted, 0.5)
+    ranks = binary_metrics(y, scores, float(np.mean(thresholds)))
+    for key in ("roc_auc", "pr_auc", "log_loss", "eer", "eer_threshold"):
+        counts[key] = ranks[key]
+    counts["threshold"] = float(np.mean(thresholds))
+    return counts
+
+
+def cross_validate(data: FrameData, head: str, *, aggregation: Aggregation | None = None,
+                   n_splits: int = 5, search: str | None = None, n_iter: int = 10,
+                   random_state: int = 0, head_params: dict | None = None,
+                   folds: list[tuple[np.ndarray, np.ndarray]] | None = None) -> EvalReport:
+    """Grouped k-fold cross-validation of one head (``folds`` reuses given splits)."""
+    folds = folds if folds is not None else grouped_folds(data, n_splits, random_state)
+    return _evaluate(data, head, folds, f"grouped-cv-{len(folds)}", aggregation or
+                     Aggregation(), search, n_iter, random_state, head_params or {})
+
+
+def holdout(data: FrameData, head: str, *, test_size: float = 0.25, **options) -> EvalReport:
+    """One grouped split: about ``test_size`` of the groups are held out."""
+    n = max(2, int(round(1 / test_size)))
+    folds = grouped_folds(data, n, options.get("random_state", 0))[:1]
+    report = cross_validate(data, head, folds=folds, **options)
+    report.protocol = f"grouped-holdout-{test_size:g}"
+    return report
+
+
+def train_test(train: FrameData, test: FrameData, head: str, *,
+               aggregation: Aggregation | None = None, search: str | None = None,
+               n_iter: int = 10, random_state: int = 0, head_params: dict | None = None
+               ) -> EvalReport:
+    """Fit on every item of ``train``, score every item of ``test`` (cross-dataset)."""
+    if train.features != test.features:
+        raise FakeprobeError("train and test must use the same feature sets")
+    shared = set(train.videos["group"]) & set(test.videos["group"])
+    if shared:
+        raise FakeprobeError(f"{len(shared)} group(s) are in both the training and the test "
+                             f"data (e.g. {sorted(shared)[0]!r}); the score would be a lie")
+    folds = [(np.arange(train.n_videos), np.arange(test.n_videos))]
+    return _evaluate(train, head, folds, "train/test", aggregation or Aggregation(), search,
+                     n_iter, random_state, head_params or {}, test=test)
+
+
+def fit_final(data: FrameData, head: str, *, params: dict | None = None,
+              random_state: int = 0, head_params: dict | None = None) -> tuple[Pipeline, float]:
+    """The head fitted on every item (with ``params`` from the CV), and its fit seconds."""
+    model = new_head(head, random_state=random_state, **(head_params or {}))
+    model.set_params(**(params or {}))
+    if len(np.unique(data.y)) < 2:
+        raise FakeprobeError("the selection holds a single class: a detector needs real and "
+                             "fake items")
+    with measure() as usage:
+        fit_head(model, data.X, data.y, data.video, data.groups)
+    return model, usage.seconds

@@ -1,0 +1,317 @@
+"""Find labelled media and their groups.
+
+Every input is a file, a folder or a CSV manifest. Inside folders each media file is classified
+by the nearest structure it sits in, so one call can take a whole data root:
+
+* FaceForensics++ (``original_sequences/<source>/<compression>/videos/ID.mp4`` and
+  ``manipulated_sequences/<method>/<compression>/videos/A_B.mp4``): label and method from the
+  path; a fake ``A_B`` and the reals ``A`` and ``B`` share one group, across compressions;
+* DFDC (a ``metadata.json`` beside the videos): label from the metadata, group from
+  ``original`` (a fake and its source real share it); listed but absent files are reported;
+* ``real/`` and ``fake/`` folders at any depth: label from the nearest such folder;
+* anything else: unlabelled (for prediction).
+
+Ids are paths relative to the folder that holds the input (``data/ffpp/.../183.mp4`` whether the
+input was ``data`` or ``data/manifest.csv``), so they do not depend on where the data lives.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable
+
+from fakeprobe.errors import LayoutError
+from fakeprobe.extractor.frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES, media_kind
+
+REAL, FAKE = "real", "fake"
+_LABEL_WORDS = {
+    "real": REAL, "0": REAL, "original": REAL, "pristine": REAL,
+    "fake": FAKE, "1": FAKE, "manipulated": FAKE, "deepfake": FAKE,
+}
+_FFPP_ROOTS = ("original_sequences", "manipulated_sequences")
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """One video, image or folder of frames, with what the layout says about it."""
+
+    id: str
+    path: Path
+    kind: str  # "video", "image" or "frames"
+    label: str | None = None  # "real", "fake" or None (unlabelled)
+    group: str = ""
+    dataset: str = ""
+    method: str = ""
+
+    @property
+    def exists(self) -> bool:
+        return self.path.exists()
+
+
+@dataclass
+class Discovery:
+    """What was found: items in a stable order, and one line per problem met on the way.
+
+    Listed but absent files are items (see :attr:`missing`), not problems: the extractor records
+    them in the cache as ``missing`` and takes them once they appear."""
+
+    items: list[MediaItem] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def missing(self) -> list[MediaItem]:
+        return [item for item in self.items if not item.exists]
+
+
+def parse_label(value: str | None) -> str | None:
+    """``real``/``fake`` from the usual spellings; None for an empty value."""
+    if value is None or not str(value).strip():
+        return None
+    label = _LABEL_WORDS.get(str(value).strip().lower())
+    if label is None:
+        raise ValueError(f"unknown label {value!r} (use real or fake)")
+    return label
+
+
+def _item_id(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def _is_media(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES
+
+
+def _walk(root: Path, frame_folders: bool) -> Iterable[Path]:
+    """Media files under ``root`` in sorted order; leaf folders of images when ``frame_folders``."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        folder = Path(dirpath)
+        if "metadata.json" in filenames:
+            yield folder / "metadata.json"
+        files = sorted(folder / name for name in filenames)
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        if frame_folders and images and not dirnames and folder != root:
+            yield folder
+            continue
+        yield from (p for p in files if _is_media(p))
+
+
+# --- FaceForensics++ ------------------------------------------------------------------------
+
+def _ffpp_parse(path: Path) -> tuple[str, str, str, list[str]] | None:
+    """(label, dataset, method, identity nodes) of a file in an FF++ tree, or None."""
+    parts = path.parts
+    for root in _FFPP_ROOTS:
+        if root in parts:
+            at = parts.index(root)
+            break
+    else:
+        return None
+    tail = parts[at + 1 :]
+    if len(tail) < 2:
+        return None
+    source = tail[0]
+    compression = tail[1] if len(tail) > 2 and tail[1] in ("raw", "c0", "c23", "c40") else ""
+    dataset = f"FaceForensics++ {compression}".strip()
+    stem = path.stem if path.is_file() or path.suffix else path.name
+    if root == "original_sequences":
+        if source == "actors":  # DFD actors: "01__kitchen_pan"
+            return REAL, dataset, "original_actors", [f"actor:{stem.split('__')[0]}"]
+        return REAL, dataset, f"original_{source}", [stem]
+    if source == "DeepFakeDetection":  # "01_02__kitchen_pan__ABCDEF"
+        pair = stem.split("__")[0].split("_")
+        return FAKE, dataset, source, [f"actor:{p}" for p in pair]
+    return FAKE, dataset, source, stem.split("_")[:2]
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, node: str) -> str:
+        self.parent.setdefault(node, node)
+        while self.parent[node] != node:
+            self.parent[node] = self.parent[self.parent[node]]
+            node = self.parent[node]
+        return node
+
+    def union(self, nodes: list[str]) -> None:
+        roots = [self.find(n) for n in nodes]
+        for other in roots[1:]:
+            self.parent[self.find(other)] = self.find(roots[0])
+
+    def components(self) -> dict[str, str]:
+        """node -> a name for its component: its members sorted and joined by '-'."""
+        members: dict[str, list[str]] = {}
+        for node in self.parent:
+            members.setdefault(self.find(node), []).append(node)
+        return {n: "-".join(sorted(m)) for m in members.values() for n in m}
+
+
+# --- DFDC ------------------------------------------------------------------------------------
+
+def _load_dfdc_metadata(folder: Path, problems: list[str]) -> dict[str, dict] | None:
+    meta = folder / "metadata.json"
+    if not meta.is_file():
+        return None
+    try:
+        data = json.loads(meta.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        problems.append(f"{meta}: unreadable DFDC metadata ({exc}); its videos are unlabelled")
+        return {}
+    return data
+
+
+def _dfdc_fields(name: str, entry: dict) -> tuple[str | None, str, str]:
+    label = parse_label(entry.get("label"))
+    original = entry.get("original") or name
+    return label, f"dfdc:{Path(original).stem}", "dfdc_fake" if label == FAKE else "dfdc_real"
+
+
+# --- folders ---------------------------------------------------------------------------------
+
+def _folder_label(rel_parts: tuple[str, ...]) -> tuple[str | None, str, str]:
+    """Label from the nearest ``real``/``fake`` folder; the folder above it names the dataset
+    and the folder below it (if any) the method."""
+    for i in range(len(rel_parts) - 2, -1, -1):
+        word = rel_parts[i].lower()
+        if word in (REAL, FAKE):
+            below = rel_parts[i + 1] if i + 1 < len(rel_parts) - 1 else ""
+            above = rel_parts[i - 1] if i > 0 else ""
+            return word, above, below or word
+    return None, "", ""
+
+
+def _scan_folder(root: Path, frame_folders: bool, found: Discovery,
+                 ffpp: list[tuple[MediaItem, list[str]]]) -> None:
+    base = root.parent
+    metadata_cache: dict[Path, dict | None] = {}
+    for path in _walk(root, frame_folders):
+        if path.name == "metadata.json":
+            metadata_cache[path.parent] = _load_dfdc_metadata(path.parent, found.problems)
+            continue
+        kind = media_kind(path)
+        if kind is None:
+            continue
+        item = MediaItem(id=_item_id(path, base), path=path, kind=kind)
+        parsed = _ffpp_parse(path)
+        if parsed is not None:
+            label, dataset, method, nodes = parsed
+            ffpp.append((replace(item, label=label, dataset=dataset, method=method), nodes))
+            continue
+        folder = path.parent
+        if folder not in metadata_cache:
+            metadata_cache[folder] = _load_dfdc_metadata(folder, found.problems)
+        meta = metadata_cache[folder]
+        if meta is not None and path.name in meta:
+            label, group, method = _dfdc_fields(path.name, meta[path.name])
+            found.items.append(replace(item, label=label, group=group, dataset="DFDC",
+                                       method=method))
+            continue
+        label, dataset, method = _folder_label(Path(item.id).parts)
+        found.items.append(replace(item, label=label, group=item.id, dataset=dataset,
+                                   method=method))
+    # DFDC entries listed in a metadata.json but absent from the disk
+    for folder, meta in sorted(metadata_cache.items()):
+        for name, entry in sorted((meta or {}).items()):
+            path = folder / name
+            if path.exists() or not isinstance(entry, dict):
+                continue
+            label, group, method = _dfdc_fields(name, entry)
+            found.items.append(MediaItem(id=_item_id(path, base), path=path, kind="video",
+                                         label=label, group=group, dataset="DFDC",
+                                         method=method))
+
+
+# --- CSV manifests ---------------------------------------------------------------------------
+
+def _scan_csv(csv_path: Path, found: Discovery) -> None:
+    base = csv_path.parent.parent
+    try:
+        handle = csv_path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise LayoutError(f"{csv_path}: cannot read ({exc.strerror})") from None
+    with handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+        if "path" not in columns:
+            raise LayoutError(f"{csv_path}: a manifest needs a 'path' column (and 'label', "
+                              f"optionally 'group', 'dataset', 'method'); found {columns}")
+        for line, row in enumerate(reader, start=2):
+            row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+            if not row.get("path"):
+                found.problems.append(f"{csv_path}:{line}: empty path, row skipped")
+                continue
+            path = (csv_path.parent / row["path"]).resolve()
+            try:
+                label = parse_label(row.get("label"))
+            except ValueError as exc:
+                found.problems.append(f"{csv_path}:{line}: {exc}, row skipped")
+                continue
+            kind = media_kind(path) if path.exists() else media_kind(Path(row["path"]))
+            if kind is None:
+                found.problems.append(f"{csv_path}:{line}: {row['path']} is not a video, "
+                                      "image or folder of frames, row skipped")
+                continue
+            item_id = Path(os.path.normpath(Path(csv_path.parent.name) / row["path"])).as_posix()
+            found.items.append(MediaItem(
+                id=item_id, path=path, kind=kind, label=label,
+                group=row.get("group") or item_id, dataset=row.get("dataset", ""),
+                method=row.get("method", "") or (label or ""),
+            ))
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+def discover(inputs: Iterable[Path | str], *, frame_folders: bool = False) -> Discovery:
+    """Every media item under ``inputs`` with label, group, dataset and method where known.
+
+    ``frame_folders`` makes each leaf folder of images one video (a folder of frames) instead of
+    one item per image. Items whose file is absent are kept (``item.exists`` is False) so that
+    the caller can report and record them. Ids are unique: a second item with an id already
+    seen is dropped with a problem line.
+    """
+    found = Discovery()
+    ffpp: list[tuple[MediaItem, list[str]]] = []
+    for raw in inputs:
+        path = Path(raw)
+        if not path.exists():
+            raise LayoutError(f"{path}: no such file or folder")
+        if path.is_file() and path.suffix.lower() == ".csv":
+            _scan_csv(path, found)
+        elif path.is_dir():
+            _scan_folder(path.resolve(), frame_folders, found, ffpp)
+        elif media_kind(path) is not None:
+            item = MediaItem(id=path.name, path=path.resolve(), kind=media_kind(path) or "")
+            parsed = _ffpp_parse(path.resolve())
+            if parsed is not None:
+                label, dataset, method, nodes = parsed
+                ffpp.append((replace(item, label=label, dataset=dataset, method=method), nodes))
+            else:
+                found.items.append(replace(item, group=item.id))
+        else:
+            found.problems.append(f"{path}: not a video, image, folder or CSV manifest, skipped")
+
+    if ffpp:
+        groups = _UnionFind()
+        for _, nodes in ffpp:
+            groups.union(nodes)
+        names = groups.components()
+        found.items.extend(replace(item, group=f"ffpp:{names[nodes[0]]}") for item, nodes in ffpp)
+
+    unique: dict[str, MediaItem] = {}
+    for item in found.items:
+        if item.id in unique:
+            if unique[item.id].path != item.path:
+                found.problems.append(f"{item.path}: id {item.id!r} is taken by "
+                                      f"{unique[item.id].path}, skipped")
+            continue
+        unique[item.id] = item
+    found.items = sorted(unique.values(), key=lambda i: i.id)
+    return found

@@ -1,0 +1,43 @@
+"""Typed errors. The CLI turns any :class:`FakeprobeError` into one line and exit code 1."""
+
+from __future__ import annotations
+
+
+class FakeprobeError(Exception):
+    """Base class of every error fakeprobe raises on purpose."""
+
+
+class UnknownComponent(FakeprobeError):
+    """A detector, backbone or head name that no registry holds."""
+
+
+class MissingDependency(FakeprobeError):
+    """A registered component whose optional dependency is not installed."""
+
+
+class WeightsError(FakeprobeError):
+    """Model weights that are absent, unreadable or fail their checksum."""
+
+
+class MediaError(FakeprobeError):
+    """A media item that cannot be read. ``status`` is the code stored in the cache."""
+
+    def __init__(self, message: str, status: str = "decode_error") -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class LayoutError(FakeprobeError):
+    """An input whose layout (folder, FF++ tree, DFDC metadata, CSV) cannot be understood."""
+
+
+class CacheError(FakeprobeError):
+    """An HDF5 cache that cannot be opened or written."""
+
+
+class SchemaMismatch(CacheError):
+    """A cache written with another schema version."""
+
+
+class ConfigMismatch(CacheError):
+    """A cache whose stored extractor config differs from the one asked for."""

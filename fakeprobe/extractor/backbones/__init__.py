@@ -1,0 +1,5 @@
+"""Backbones: each module registers its networks in ``fakeprobe.extractor.base.BACKBONES``."""
+
+from fakeprobe.extractor.backbones import imagenet  # noqa: F401
+from fakeprobe.extractor.backbones import face_embedders  # noqa: F401  (sface, dlib-resnet)
+from fakeprobe.extractor.backbones import spectrum  # noqa: F401  (spectrum)

@@ -1,0 +1,435 @@
+"""The extraction run: media -> sampled frames -> faces -> aligned crops -> features -> cache.
+
+Decoding, detection and alignment of whole items run in worker threads (OpenCV releases the
+GIL); the main thread embeds crops of several items in batches with every backbone and stages
+each finished item (see :mod:`fakeprobe.features.cache`). At most ``2 * workers + 1`` items are
+in flight, so memory does not grow with the number of items.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+import numpy as np
+
+from fakeprobe.datasets import Discovery, MediaItem, discover
+from fakeprobe.errors import ConfigMismatch, FakeprobeError, MediaError
+from fakeprobe.extractor.align import align_face
+from fakeprobe.extractor.base import Backbone, CropSpec, Detector, Face
+from fakeprobe.extractor.components import BACKBONES, DETECTORS
+from fakeprobe.extractor.config import CONTEXT_MARGIN, ExtractorConfig
+from fakeprobe.extractor.frames import Frame, read_media
+from fakeprobe.features import cache as fcache
+
+
+@dataclass
+class Prepared:
+    """One item after the worker: its record, rows and aligned crops per crop geometry."""
+
+    item: MediaItem
+    kind: str  # "video" (new rows) or "features" (rows already cached)
+    record: fcache.VideoRecord
+    rows: fcache.FrameRows
+    crops: dict[CropSpec, np.ndarray]
+    backbones: tuple[str, ...]
+    seconds: dict[str, float]
+
+
+@dataclass
+class ExtractSummary:
+    """What a run did, for the terminal, ``--json`` and benchmarks."""
+
+    cache: str
+    found: int = 0
+    extracted: int = 0
+    features_added: int = 0
+    already_done: int = 0
+    failed: int = 0
+    rows: int = 0
+    faces: int = 0
+    committed: int = 0
+    interrupted: bool = False
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """At least one item is usable in the cache after this run."""
+        return self.extracted + self.features_added + self.already_done > 0
+
+    def to_dict(self) -> dict:
+        data = {k: v for k, v in self.__dict__.items()}
+        data["items_per_second"] = (
+            (self.extracted + self.features_added + self.failed) / self.seconds
+            if self.seconds > 0 else 0.0
+        )
+        return data
+
+
+class Reporter(Protocol):
+    """Receives progress; the CLI shows it as a progress bar."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, item: MediaItem, status: str, message: str = "") -> None: ...
+
+
+class _Silent:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, item: MediaItem, status: str, message: str = "") -> None:
+        pass
+
+
+def make_detector(config: ExtractorConfig, device: str = "auto",
+                  weights: str | None = None) -> Detector:
+    kwargs: dict = {"device": device, "detect_size": config.detect_size, "weights": weights}
+    if config.min_face_score is not None:
+        kwargs["min_score"] = config.min_face_score
+    return DETECTORS.create(config.detector, **kwargs)
+
+
+def detect_rows(frames: list[Frame], detector: Detector, config: ExtractorConfig,
+                seconds: dict[str, float]) -> tuple[fcache.FrameRows, list[int]]:
+    """Rows for the sampled frames (one per kept face, or one no-face row), and for each row
+    the position of its frame in ``frames``."""
+    from fakeprobe.extractor.detectors import link_tracks, select_largest
+
+    t0 = time.perf_counter()
+    detected = [detector.detect(frame.image) for frame in frames]
+    seconds["detect"] += time.perf_counter() - t0
+    if config.all_faces:
+        kept = detected
+        tracks = link_tracks(kept, iou_threshold=config.track_iou)
+    else:
+        kept = [select_largest(faces) for faces in detected]
+        tracks = [[0] * len(faces) for faces in kept]
+    columns: dict[str, list] = defaultdict(list)
+    origin: list[int] = []
+    nan_box, nan_marks = np.full(4, np.nan, np.float32), np.full((5, 2), np.nan, np.float32)
+    for position, (frame, faces, ids) in enumerate(zip(frames, kept, tracks)):
+        entries: list[tuple[Face | None, int]] = list(zip(faces, ids)) or [(None, -1)]
+        for face, track in entries:
+            columns["frame_index"].append(frame.index)
+            columns["timestamp"].append(frame.timestamp)
+            columns["box"].append(np.asarray(face.box, np.float32) if face else nan_box)
+            columns["landmarks"].append(face.landmarks if face else nan_marks)
+            columns["score"].append(face.score if face else np.nan)
+            columns["track"].append(track)
+            columns["has_face"].append(face is not None)
+            origin.append(position)
+    rows = fcache.FrameRows(
+        frame_index=np.asarray(columns["frame_index"], np.int64),
+        timestamp=np.asarray(columns["timestamp"], np.float64),
+        box=np.asarray(columns["box"], np.float32).reshape(-1, 4),
+        landmarks=np.asarray(columns["landmarks"], np.float32).reshape(-1, 5, 2),
+        score=np.asarray(columns["score"], np.float32),
+        track=np.asarray(columns["track"], np.int32),
+        has_face=np.asarray(columns["has_face"], np.bool_),
+    )
+    return rows, origin
+
+
+def align_rows(frames: list[Frame], rows: fcache.FrameRows, origin: list[int],
+               specs: Iterable[CropSpec]) -> dict[CropSpec, np.ndarray]:
+    """Aligned crops of every row with a face, per crop geometry (rows without a face are
+    left out: the crops follow ``rows.has_face``)."""
+    out = {}
+    face_rows = np.flatnonzero(rows.has_face)
+    for spec in specs:
+        crops = np.zeros((len(face_rows), spec.size, spec.size, 3), np.uint8)
+        for k, row in enumerate(face_rows):
+            crops[k] = align_face(frames[origin[row]].image, rows.landmarks[row], spec)
+        out[spec] = crops
+    return out
+
+
+class Extractor:
+    """Runs extraction into one cache. Create once, call :meth:`run`."""
+
+    def __init__(self, config: ExtractorConfig, *, workers: int = 2, device: str = "auto",
+                 batch_size: int = 32, weights: dict[str, str] | None = None,
+                 detector_weights: str | None = None, commit_every: float = 600.0) -> None:
+        self.config = config
+        self.workers = max(1, workers)
+        self.device = device
+        self.batch_size = max(1, batch_size)
+        self.weights = weights or {}
+        self.detector_weights = detector_weights
+        self.commit_every = commit_every
+        self._local = threading.local()
+        self.backbones: dict[str, Backbone] = {}
+
+    # -- worker side --------------------------------------------------------------------------
+    def _detector(self) -> Detector:
+        detector = getattr(self._local, "detector", None)
+        if detector is None:  # one per thread: detectors keep per-call state
+            detector = make_detector(self.config, self.device, self.detector_weights)
+            self._local.detector = detector
+        return detector
+
+    def _crop_specs(self, names: Iterable[str], with_keep: bool) -> set[CropSpec]:
+        specs = {self.backbones[n].crop for n in names}
+        if with_keep and self.config.keep_crops:
+            specs.add(CropSpec(self.config.keep_crops, CONTEXT_MARGIN))
+        return specs
+
+    def prepare(self, item: MediaItem, backbones: tuple[str, ...],
+                cached: fcache.FrameRows | None = None) -> Prepared:
+        """Decode, detect and align one item (worker thread). ``cached`` rows mean the item is
+        in the cache already and only needs new feature sets: its frames are re-read at the
+        cached indices and aligned with the cached landmarks, so rows stay identical."""
+        cfg = self.config
+        seconds: dict[str, float] = defaultdict(float)
+        record = fcache.VideoRecord(
+            id=item.id, path=str(item.path), kind=item.kind, label=item.label,
+            group=item.group, dataset=item.dataset, method=item.method,
+        )
+        t0 = time.perf_counter()
+        indices = None if cached is None else np.unique(cached.frame_index)
+        info, frames = read_media(item.path, item.kind, indices, count=cfg.frames, fps=cfg.fps,
+                                  max_frames=cfg.max_frames, max_pixels=cfg.max_pixels)
+        seconds["decode"] += time.perf_counter() - t0
+        record.fps, record.width, record.height, record.n_frames = (
+            float(info.fps), info.width, info.height, info.n_frames)
+        if cached is None:
+            rows, origin = detect_rows(frames, self._detector(), cfg, seconds)
+            kind = "video"
+        else:
+            by_index = {frame.index: k for k, frame in enumerate(frames)}
+            lost = [int(i) for i in indices if int(i) not in by_index]
+            if lost:
+                raise MediaError(f"frames {lost[:5]} of the cached rows can no longer be decoded")
+            rows, origin = cached, [by_index[int(i)] for i in cached.frame_index]
+            kind = "features"
+        record.status = "ok" if rows.has_face.any() else "no_face"
+        t0 = time.perf_counter()
+        crops = align_rows(frames, rows, origin, self._crop_specs(backbones, cached is None))
+        seconds["align"] += time.perf_counter() - t0
+        return Prepared(item, kind, record, rows, crops, backbones, dict(seconds))
+
+    # -- main-thread side ---------------------------------------------------------------------
+    def _embed(self, batch: list[Prepared], seconds: dict[str, float]) -> list[dict]:
+        """Features of every prepared item, embedding the crops of the whole batch together."""
+        out: list[dict[str, np.ndarray]] = [{} for _ in batch]
+        for name in sorted({n for p in batch for n in p.backbones}):
+            backbone = self.backbones[name]
+            members = [k for k, p in enumerate(batch) if name in p.backbones]
+            crops = [batch[k].crops[backbone.crop] for k in members]
+            stacked = np.concatenate(crops) if crops else np.zeros((0,))
+            t0 = time.perf_counter()
+            vectors = np.zeros((0, backbone.dim), np.float32)
+            if len(stacked):
+                vectors = np.concatenate([
+                    backbone.embed(stacked[i : i + self.batch_size])
+                    for i in range(0, len(stacked), self.batch_size)
+                ]).astype(np.float32)
+            seconds[f"embed:{name}"] += time.perf_counter() - t0
+            offset = 0
+            for k, chunk in zip(members, crops):
+                full = np.full((len(batch[k].rows), backbone.dim), np.nan, np.float32)
+                full[batch[k].rows.has_face] = vectors[offset : offset + len(chunk)]
+                out[k][name] = full
+                offset += len(chunk)
+        return out
+
+    def _stage(self, cache_path: Path, prepared: Prepared, features: dict[str, np.ndarray],
+               ) -> None:
+        crops = None
+        if prepared.kind == "video" and self.config.keep_crops:
+            face_crops = prepared.crops[CropSpec(self.config.keep_crops, CONTEXT_MARGIN)]
+            size = self.config.keep_crops
+            crops = np.zeros((len(prepared.rows), size, size, 3), np.uint8)
+            crops[prepared.rows.has_face] = face_crops
+        fcache.stage(cache_path, fcache.StagedItem(
+            record=prepared.record, kind=prepared.kind,
+            rows=prepared.rows if prepared.kind == "video" else None,
+            features=features, crops=crops,
+        ))
+
+    def _load_backbones(self, names: Iterable[str]) -> None:
+        for name in names:
+            if name not in self.backbones:
+                self.backbones[name] = BACKBONES.create(
+                    name, device=self.device, weights=self.weights.get(name),
+                    batch_size=self.batch_size)
+
+    def _plan(self, cache_path: Path, items: list[MediaItem], summary: ExtractSummary
+              ) -> list[tuple[MediaItem, tuple[str, ...], fcache.FrameRows | None]]:
+        """What each item still needs: everything, some feature sets, or nothing."""
+        wanted = tuple(self.config.backbones)
+        state: dict[str, tuple[str, set[str]]] = {}
+        cached_rows: dict[str, fcache.FrameRows] = {}
+        if cache_path.exists():
+            with fcache.CacheReader(cache_path) as reader:
+                fcache.check_config(reader.config, self.config, cache_path)
+                for name, stored in reader.feature_sets.items():
+                    if name in self.backbones:
+                        _check_feature_config(name, stored, self.backbones[name].config(),
+                                              cache_path)
+                state = reader.state()
+                needs_rows = {vid for vid, (st, done) in state.items()
+                              if st in fcache.READ_STATUSES and set(wanted) - done}
+                if needs_rows:
+                    cached_rows = _rows_by_id(reader, needs_rows)
+        plan = []
+        for item in items:
+            if item.id not in state or state[item.id][0] in fcache.RETRY_STATUSES:
+                plan.append((item, wanted, None))
+                continue
+            status, done = state[item.id]
+            todo = tuple(n for n in wanted if n not in done)
+            if status in fcache.READ_STATUSES and todo:
+                plan.append((item, todo, cached_rows[item.id]))
+            else:
+                summary.already_done += 1
+        return plan
+
+    def run(self, inputs: Iterable[Path | str] | Discovery, cache_path: Path | str, *,
+            frame_folders: bool = False, reporter: Reporter | None = None,
+            log: Callable[[str], None] | None = None) -> ExtractSummary:
+        """Extract every item of ``inputs`` not yet in ``cache_path``; return a summary.
+
+        Failures are recorded in the cache and the summary; the run goes on. On Ctrl-C the
+        finished items are committed before ``KeyboardInterrupt`` propagates.
+        """
+        cache_path = Path(cache_path)
+        reporter = reporter or _Silent()
+        log = log or (lambda message: None)
+        started = time.perf_counter()
+        summary = ExtractSummary(cache=str(cache_path))
+        seconds: dict[str, float] = defaultdict(float)
+
+        # Work a killed run left behind is committed first, under the settings it was made with.
+        if fcache.staged_files(cache_path):
+            summary.committed += self._commit(cache_path)
+        found = inputs if isinstance(inputs, Discovery) else discover(
+            inputs, frame_folders=frame_folders)
+        summary.found, summary.problems = len(found.items), list(found.problems)
+        self._detector()  # fail now, not in a worker, on a detector that cannot be made
+        self._load_backbones(self.config.backbones)
+        plan = self._plan(cache_path, found.items, summary)
+        reporter.start(len(plan))
+
+        def record_failure(item: MediaItem, error: MediaError) -> None:
+            record = fcache.VideoRecord(
+                id=item.id, path=str(item.path), kind=item.kind, label=item.label,
+                group=item.group, dataset=item.dataset, method=item.method,
+                status=error.status, error=str(error))
+            fcache.stage(cache_path, fcache.StagedItem(record=record))
+            summary.failed += 1
+            summary.failures.append({"id": item.id, "status": error.status,
+                                     "error": str(error)})
+            log(f"{item.id}: {error}")
+            reporter.advance(item, error.status, str(error))
+
+        def finish(batch: list[Prepared]) -> None:
+            for prepared, features in zip(batch, self._embed(batch, seconds)):
+                t0 = time.perf_counter()
+                self._stage(cache_path, prepared, features)
+                seconds["stage"] += time.perf_counter() - t0
+                for key, value in prepared.seconds.items():
+                    seconds[key] += value
+                if prepared.kind == "video":
+                    summary.extracted += 1
+                    summary.rows += len(prepared.rows)
+                    summary.faces += int(prepared.rows.has_face.sum())
+                else:
+                    summary.features_added += 1
+                reporter.advance(prepared.item, prepared.record.status)
+
+        last_commit = time.perf_counter()
+        queue = iter(plan)
+        in_flight: dict[Future, MediaItem] = {}
+        ready: list[Prepared] = []
+        executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="extract")
+        try:
+            while True:
+                while len(in_flight) < 2 * self.workers + 1:
+                    entry = next(queue, None)
+                    if entry is None:
+                        break
+                    item, names, cached = entry
+                    if not item.exists:
+                        record_failure(item, MediaError("file not found", status="missing"))
+                        continue
+                    in_flight[executor.submit(self.prepare, item, names, cached)] = item
+                if not in_flight and not ready:
+                    break
+                done, _ = wait(in_flight, timeout=0 if ready else None,
+                               return_when=FIRST_COMPLETED)
+                for future in done:
+                    item = in_flight.pop(future)
+                    try:
+                        ready.append(future.result())
+                    except MediaError as error:
+                        record_failure(item, error)
+                    except (OSError, ValueError, RuntimeError) as error:  # cv2.error is one
+                        record_failure(item, MediaError(f"{error.__class__.__name__}: {error}"))
+                n_crops = sum(len(p.rows) for p in ready)
+                if ready and (n_crops >= self.batch_size or not done or not in_flight):
+                    finish(ready)
+                    ready = []
+                if time.perf_counter() - last_commit > self.commit_every:
+                    summary.committed += self._commit(cache_path)
+                    last_commit = time.perf_counter()
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            executor.shutdown(wait=True, cancel_futures=True)
+            summary.committed += self._commit(cache_path)
+            raise
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+            if not summary.interrupted:
+                t0 = time.perf_counter()
+                summary.committed += self._commit(cache_path)
+                seconds["commit"] += time.perf_counter() - t0
+            summary.seconds = time.perf_counter() - started
+            summary.stage_seconds = dict(seconds)
+        return summary
+
+    def _commit(self, cache_path: Path) -> int:
+        configs = {name: backbone.config() for name, backbone in self.backbones.items()}
+        return fcache.commit(cache_path, self.config, configs)
+
+
+def _check_feature_config(name: str, stored: dict, current: dict, path: Path) -> None:
+    """A feature set must come from the same weights in every row of a cache."""
+    for key in ("sha256", "dim", "crop_size", "crop_margin"):
+        if key in stored and key in current and stored[key] != current[key]:
+            raise ConfigMismatch(
+                f"{path}: feature set {name!r} was made with {key}={stored[key]!r}, this run "
+                f"would use {current[key]!r}; use another --out file")
+
+
+def _rows_by_id(reader: fcache.CacheReader, ids: set[str]) -> dict[str, fcache.FrameRows]:
+    videos = reader.videos()
+    frames = reader.frames()
+    out = {}
+    for position, rows in reader.iter_video_rows():
+        vid = videos["id"][position]
+        if vid in ids:
+            out[vid] = fcache.FrameRows(**{k: v[rows] for k, v in frames.items()
+                                           if k != "video"})
+    return out
+
+
+def extract(inputs: Iterable[Path | str], cache_path: Path | str,
+            config: ExtractorConfig | None = None, **options) -> ExtractSummary:
+    """Extract ``inputs`` into ``cache_path`` (see :class:`Extractor` for the options)."""
+    run_options = {k: options.pop(k) for k in ("frame_folders", "reporter", "log")
+                   if k in options}
+    try:
+        extractor = Extractor(config or ExtractorConfig(), **options)
+    except TypeError as exc:
+        raise FakeprobeError(str(exc)) from None
+    return extractor.run(inputs, cache_path, **run_options)

@@ -1,0 +1,202 @@
+"""The HDF5 cache: round trips, commits, schema and config checks, crash safety."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from fakeprobe.errors import CacheError, ConfigMismatch, SchemaMismatch
+from fakeprobe.extractor.config import ExtractorConfig
+from fakeprobe.features import cache as fcache
+
+
+def make_rows(n: int, seed: int = 0, faces: bool = True) -> fcache.FrameRows:
+    rng = np.random.default_rng(seed)
+    has_face = np.ones(n, bool) if faces else np.zeros(n, bool)
+    if faces and n > 1:
+        has_face[1] = False
+    return fcache.FrameRows(
+        frame_index=np.arange(n) * 3, timestamp=np.arange(n) / 10.0,
+        box=rng.random((n, 4)).astype(np.float32),
+        landmarks=rng.random((n, 5, 2)).astype(np.float32),
+        score=rng.random(n).astype(np.float32), track=np.zeros(n, np.int32), has_face=has_face,
+    )
+
+
+def record(vid: str, label: str | None = "real", status: str = "ok") -> fcache.VideoRecord:
+    return fcache.VideoRecord(id=vid, path=f"/x/{vid}", kind="video", label=label,
+                              group=f"g-{vid}", dataset="d", method="m", fps=25.0, width=64,
+                              height=48, n_frames=100, status=status)
+
+
+CONFIG = ExtractorConfig(frames=4, backbones=("a",))
+
+
+@pytest.mark.parametrize("n_rows,dim,dtype", [(1, 1, np.float32), (4, 7, np.float64),
+                                              (33, 1280, np.float32), (0, 3, np.float32)])
+def test_round_trip(tmp_path, n_rows, dim, dtype):
+    path = tmp_path / "c.h5"
+    rows = make_rows(n_rows, seed=n_rows)
+    feats = np.random.default_rng(1).random((n_rows, dim)).astype(dtype)
+    item = fcache.StagedItem(record(f"v{n_rows}", status="ok" if n_rows else "no_face"),
+                             rows=rows, features={"a": feats})
+    fcache.stage(path, item)
+    assert fcache.commit(path, CONFIG, {"a": {"name": "a", "sha256": "abc"}}) == 1
+    with fcache.CacheReader(path) as cache:
+        videos = cache.videos()
+        assert videos["id"].tolist() == [f"v{n_rows}"]
+        assert videos["label"].tolist() == ["real"]
+        assert int(videos["row_count"][0]) == n_rows
+        frames = cache.frames()
+        for name, values in rows.columns().items():
+            np.testing.assert_array_equal(frames[name], values)
+        assert np.all(frames["video"] == 0)
+        np.testing.assert_allclose(cache.features("a"), feats.astype(np.float32))
+        assert cache.feature_sets["a"] == {"name": "a", "sha256": "abc", "dim": dim}
+        assert cache.config == CONFIG
+        assert cache.feature_done("a").tolist() == [True]
+
+
+def test_commit_appends_dedupes_and_fills_missing_features_with_nan(tmp_path):
+    path = tmp_path / "c.h5"
+    fcache.stage(path, fcache.StagedItem(record("v1"), rows=make_rows(3),
+                                         features={"a": np.ones((3, 2))}))
+    fcache.commit(path, CONFIG)
+    # the same id again (a repeat after a crash) and a new item with a new feature set
+    fcache.stage(path, fcache.StagedItem(record("v1"), rows=make_rows(3),
+                                         features={"a": np.ones((3, 2))}))
+    fcache.stage(path, fcache.StagedItem(record("v2", label="fake"), rows=make_rows(2),
+                                         features={"a": np.zeros((2, 2)),
+                                                   "b": np.full((2, 4), 5.0)}))
+    assert fcache.commit(path, CONFIG) == 1
+    with fcache.CacheReader(path) as cache:
+        assert cache.videos()["id"].tolist() == ["v1", "v2"]
+        assert cache.n_rows == 5
+        b = cache.features("b")
+        assert np.isnan(b[:3]).all() and (b[3:] == 5).all()
+        assert cache.feature_done("b").tolist() == [False, True]
+        assert cache.frames(("video",))["video"].tolist() == [0, 0, 0, 1, 1]
+    assert not fcache.staging_dir(path).exists()
+
+
+def test_feature_items_fill_cached_rows(tmp_path):
+    path = tmp_path / "c.h5"
+    fcache.stage(path, fcache.StagedItem(record("v1"), rows=make_rows(3),
+                                         features={"a": np.ones((3, 2))}))
+    fcache.stage(path, fcache.StagedItem(record("v2"), rows=make_rows(2),
+                                         features={"a": np.ones((2, 2))}))
+    fcache.commit(path, CONFIG)
+    fcache.stage(path, fcache.StagedItem(record("v2"), kind="features",
+                                         features={"b": np.arange(2.0)[:, None]}))
+    fcache.commit(path, CONFIG)
+    with fcache.CacheReader(path) as cache:
+        b = cache.features("b")[:, 0]
+        assert np.isnan(b[:3]).all() and b[3:].tolist() == [0.0, 1.0]
+        assert cache.state()["v2"] == ("ok", {"a", "b"})
+        assert cache.state()["v1"] == ("ok", {"a"})
+
+
+def test_missing_items_are_retried_and_replaced(tmp_path):
+    path = tmp_path / "c.h5"
+    fcache.stage(path, fcache.StagedItem(record("v1", status="missing")))
+    fcache.commit(path, CONFIG)
+    fcache.stage(path, fcache.StagedItem(record("v1"), rows=make_rows(2),
+                                         features={"a": np.ones((2, 2))}))
+    assert fcache.commit(path, CONFIG) == 1
+    with fcache.CacheReader(path) as cache:
+        assert cache.videos()["status"].tolist() == ["ok"]
+        assert cache.n_videos == 1 and cache.n_rows == 2
+
+
+def test_schema_and_config_mismatch_are_typed_errors(tmp_path):
+    path = tmp_path / "c.h5"
+    fcache.stage(path, fcache.StagedItem(record("v1"), rows=make_rows(1),
+                                         features={"a": np.ones((1, 2))}))
+    fcache.commit(path, CONFIG)
+    other = ExtractorConfig(frames=8, backbones=("a",))
+    fcache.stage(path, fcache.StagedItem(record("v2"), rows=make_rows(1),
+                                         features={"a": np.ones((1, 2))}))
+    with pytest.raises(ConfigMismatch, match="frames: cache 4 vs asked 8"):
+        fcache.commit(path, other)
+    # a new backbone is not a mismatch: the stored config learns it
+    fcache.commit(path, ExtractorConfig(frames=4, backbones=("b",)))
+    with fcache.CacheReader(path) as cache:
+        assert cache.config.backbones == ("a", "b")
+    with h5py.File(path, "r+") as h5:
+        h5.attrs["schema_version"] = 99
+    with pytest.raises(SchemaMismatch, match="version 99"):
+        fcache.CacheReader(path)
+
+
+def test_not_a_cache(tmp_path):
+    junk = tmp_path / "junk.h5"
+    junk.write_text("nope")
+    with pytest.raises(CacheError, match="cannot open"):
+        fcache.CacheReader(junk)
+    with h5py.File(tmp_path / "other.h5", "w") as h5:
+        h5["x"] = 1
+    with pytest.raises(SchemaMismatch, match="not a fakeprobe cache"):
+        fcache.CacheReader(tmp_path / "other.h5")
+
+
+def test_a_crash_during_commit_leaves_the_cache_and_staged_items_intact(tmp_path, monkeypatch):
+    path = tmp_path / "c.h5"
+    fcache.stage(path, fcache.StagedItem(record("v1"), rows=make_rows(2),
+                                         features={"a": np.ones((2, 2))}))
+    fcache.commit(path, CONFIG)
+    before = path.read_bytes()
+    fcache.stage(path, fcache.StagedItem(record("v2"), rows=make_rows(2),
+                                         features={"a": np.ones((2, 2))}))
+
+    def boom(self, item):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fcache._Merger, "merge", boom)
+    with pytest.raises(KeyboardInterrupt):
+        fcache.commit(path, CONFIG)
+    assert path.read_bytes() == before
+    assert len(fcache.staged_files(path)) == 1
+    assert not list(tmp_path.glob(".*.tmp"))
+    monkeypatch.undo()
+    assert fcache.commit(path, CONFIG) == 1
+
+
+def test_half_written_staged_files_are_ignored(tmp_path):
+    path = tmp_path / "c.h5"
+    folder = fcache.staging_dir(path)
+    folder.mkdir()
+    (folder / ".20260101-dead.tmp").write_bytes(b"half")
+    fcache.stage(path, fcache.StagedItem(record("v1"), rows=make_rows(1),
+                                         features={"a": np.ones((1, 2))}))
+    assert len(fcache.staged_files(path)) == 1
+    assert not (folder / ".20260101-dead.tmp").exists()
+
+
+def test_crops_are_stored_compressed(tmp_path):
+    path = tmp_path / "c.h5"
+    config = ExtractorConfig(frames=4, backbones=("a",), keep_crops=8)
+    crops = np.random.default_rng(0).integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)
+    fcache.stage(path, fcache.StagedItem(record("v1"), rows=make_rows(3),
+                                         features={"a": np.ones((3, 2))}, crops=crops))
+    fcache.commit(path, config)
+    with fcache.CacheReader(path) as cache:
+        np.testing.assert_array_equal(cache.crops(slice(0, 3)), crops)
+    with h5py.File(path, "r") as h5:
+        assert h5["crops"].compression == "gzip"
+
+
+def test_summarize_counts(tmp_path):
+    path = tmp_path / "c.h5"
+    fcache.stage(path, fcache.StagedItem(record("v1"), rows=make_rows(2),
+                                         features={"a": np.ones((2, 2))}))
+    fcache.stage(path, fcache.StagedItem(record("v2", "fake", status="decode_error")))
+    fcache.commit(path, CONFIG)
+    summary = fcache.summarize(path)
+    assert summary["by_label"] == {"fake": 1, "real": 1}
+    assert summary["by_status"] == {"decode_error": 1, "ok": 1}
+    assert summary["failures"][0]["id"] == "v2"
+    assert summary["feature_sets"]["a"]["items_done"] == 1
+    json.dumps(summary)

@@ -1,0 +1,147 @@
+"""Frame sampling and decoding, including every kind of bad input."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import write_image, write_video
+from fakeprobe.errors import MediaError
+from fakeprobe.extractor.frames import read_media, sample_indices
+
+
+def test_sample_indices_evenly_spaced_and_short_videos():
+    assert sample_indices(300, count=4).tolist() == [0, 100, 199, 299]
+    assert sample_indices(3, count=32).tolist() == [0, 1, 2]
+    assert sample_indices(0, count=32).tolist() == []
+
+
+def test_sample_indices_at_a_rate():
+    idx = sample_indices(100, count=32, fps=5, video_fps=25.0)
+    assert idx.tolist() == list(range(0, 100, 5))
+    assert len(sample_indices(10_000, count=32, fps=30, video_fps=30.0, max_frames=7)) == 7
+
+
+def test_read_video_keeps_indices_timestamps_and_size(tmp_path):
+    path = write_video(tmp_path / "v.mp4", n_frames=20, size=(64, 48), fps=10)
+    info, frames = read_media(path, "video", count=5)
+    assert (info.width, info.height, info.n_frames) == (64, 48, 20)
+    assert [f.index for f in frames] == [0, 5, 10, 14, 19]
+    assert frames[1].timestamp == pytest.approx(0.5)
+    assert frames[0].image.shape == (48, 64, 3)
+
+
+def test_read_video_at_given_indices_matches_sequential_decode(tmp_path):
+    path = write_video(tmp_path / "v.mp4", n_frames=15)
+    _, picked = read_media(path, "video", np.array([3, 11]))
+    capture = cv2.VideoCapture(str(path))
+    every = [capture.read()[1] for _ in range(15)]
+    assert np.array_equal(picked[0].image, every[3])
+    assert np.array_equal(picked[1].image, every[11])
+
+
+def _rotated_copy(source: Path, target: Path) -> Path:
+    import imageio_ffmpeg  # a dev dependency: an ffmpeg binary to write rotation metadata
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-display_rotation", "90", "-i",
+                    str(source), "-c", "copy", str(target)], check=True)
+    return target
+
+
+def test_rotation_metadata_is_honoured(tmp_path):
+    landscape = write_video(tmp_path / "land.mp4", n_frames=4, size=(96, 64), blobs=1)
+    rotated = _rotated_copy(landscape, tmp_path / "rot.mp4")
+    info, frames = read_media(rotated, "video", count=2)
+    assert frames[0].image.shape == (96, 64, 3)  # portrait, upright
+    assert (info.width, info.height) == (64, 96)
+
+
+@pytest.mark.parametrize("maker,status,message", [
+    (lambda p: p.write_bytes(b""), "decode_error", "empty file"),
+    (lambda p: p.write_text("this is not a video\n" * 50), "decode_error", "cannot open"),
+], ids=["empty-file", "text-named-mp4"])
+def test_bad_video_files(tmp_path, maker, status, message):
+    path = tmp_path / "bad.mp4"
+    maker(path)
+    with pytest.raises(MediaError, match=message) as caught:
+        read_media(path, "video")
+    assert caught.value.status == status
+
+
+def test_truncated_video_gives_the_frames_before_the_damage_or_a_clear_error(tmp_path):
+    whole = write_video(tmp_path / "whole.mp4", n_frames=30, size=(96, 72))
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    try:
+        _, frames = read_media(cut, "video", count=30)
+    except MediaError as error:  # the index (moov atom) of an mp4 sits at the end
+        assert error.status == "decode_error"
+    else:
+        assert 0 < len(frames) < 30
+
+
+def test_corrupt_video_body(tmp_path):
+    whole = write_video(tmp_path / "v.avi", n_frames=20)
+    data = bytearray(whole.read_bytes())
+    data[200:] = bytes(len(data) - 200)  # keep the header, zero the rest
+    bad = tmp_path / "zeroed.mp4"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(MediaError):
+        read_media(bad, "video")
+
+
+def test_zero_frame_video(tmp_path):
+    path = tmp_path / "zero.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 48))
+    writer.release()
+    with pytest.raises(MediaError) as caught:
+        read_media(path, "video")
+    assert caught.value.status in ("decode_error", "empty")
+
+
+def test_huge_frames_are_refused_before_decoding(tmp_path):
+    video = write_video(tmp_path / "v.mp4", size=(96, 72))
+    with pytest.raises(MediaError, match="over the limit") as caught:
+        read_media(video, "video", max_pixels=96 * 72 - 1)
+    assert caught.value.status == "too_large"
+    image = write_image(tmp_path / "i.png", size=(80, 60))
+    with pytest.raises(MediaError, match="over the limit"):
+        read_media(image, "image", max_pixels=100)
+
+
+def test_unreadable_and_missing_images(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff" + b"garbage" * 10)
+    with pytest.raises(MediaError, match="image"):
+        read_media(bad, "image")
+    with pytest.raises(MediaError) as caught:
+        read_media(tmp_path / "absent.png", "image")
+    assert caught.value.status == "missing"
+
+
+def test_image_is_one_frame(tmp_path):
+    path = write_image(tmp_path / "x.png", size=(50, 40))
+    info, frames = read_media(path, "image")
+    assert len(frames) == 1 and frames[0].image.shape == (40, 50, 3)
+    assert (info.width, info.height, info.n_frames) == (50, 40, 1)
+
+
+def test_frame_folder_in_natural_order(tmp_path):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for k in (1, 2, 10):
+        image = np.full((20, 20, 3), k * 20, np.uint8)
+        cv2.imwrite(str(folder / f"f{k}.png"), image)
+    info, frames = read_media(folder, "frames", count=3)
+    assert info.n_frames == 3
+    assert [int(f.image[0, 0, 0]) for f in frames] == [20, 40, 200]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(MediaError, match="no image"):
+        read_media(empty, "frames")

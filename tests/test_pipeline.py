@@ -1,0 +1,225 @@
+"""The extraction run with stub components: rows, failures, resume, interruption."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_image, write_video
+from fakeprobe.errors import ConfigMismatch
+from fakeprobe.extractor.pipeline import extract
+from fakeprobe.features import cache as fcache
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_rows_features_and_labels(media_tree, tmp_path, stub_config):
+    path = tmp_path / "c.h5"
+    summary = extract([media_tree], path, stub_config, workers=2)
+    assert (summary.extracted, summary.failed) == (6, 0)
+    with fcache.CacheReader(path) as cache:
+        videos = cache.videos()
+        assert sorted(videos["label"]) == ["fake"] * 3 + ["real"] * 3
+        assert cache.n_rows == 4 * 6 + 2  # 6 frames per video, 1 per image
+        frames = cache.frames()
+        assert frames["has_face"].all()
+        feats = cache.features("test-colour")
+        assert feats.shape == (26, 6) and np.isfinite(feats).all()
+        # a bright square on dark noise: the crop is bright in its middle
+        video0 = slice(int(videos["row_start"][0]), int(videos["row_start"][0] + 6))
+        assert frames["frame_index"][video0].tolist() == [0, 2, 4, 7, 9, 11]
+        assert np.all(frames["box"][video0][:, 2] == 16)
+
+
+def test_no_face_frames_are_stored_as_such(tmp_path, stub_config):
+    (tmp_path / "in").mkdir()
+    write_video(tmp_path / "in" / "empty.mp4", blobs=0)
+    path = tmp_path / "c.h5"
+    summary = extract([tmp_path / "in"], path, stub_config)
+    assert summary.extracted == 1
+    with fcache.CacheReader(path) as cache:
+        assert cache.videos()["status"].tolist() == ["no_face"]
+        frames = cache.frames()
+        assert not frames["has_face"].any() and np.isnan(frames["box"]).all()
+        assert np.isnan(cache.features("test-colour")).all()
+
+
+def test_all_faces_are_linked_into_tracks(tmp_path, stub_config):
+    (tmp_path / "in").mkdir()
+    write_video(tmp_path / "in" / "two.mp4", blobs=2, size=(120, 80))
+    path = tmp_path / "c.h5"
+    extract([tmp_path / "in"], path, replace(stub_config, all_faces=True))
+    with fcache.CacheReader(path) as cache:
+        frames = cache.frames()
+    assert len(frames["track"]) == 12  # 6 frames x 2 faces
+    for track in (0, 1):
+        xs = frames["box"][frames["track"] == track][:, 0]
+        assert len(xs) == 6 and np.all(np.diff(xs) > 0)  # each track follows one blob
+
+
+def test_bad_inputs_are_recorded_and_the_run_goes_on(tmp_path, stub_config):
+    root = tmp_path / "in" / "real"
+    root.mkdir(parents=True)
+    write_video(root / "good.mp4")
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "text.mp4").write_text("not a video")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8garbage")
+    write_image(root / "big.png", size=(400, 300))
+    path = tmp_path / "c.h5"
+    summary = extract([tmp_path / "in"], path, replace(stub_config, max_pixels=100_000))
+    assert summary.extracted == 1 and summary.failed == 4 and summary.ok
+    statuses = {Path(f["id"]).name: f["status"] for f in summary.failures}
+    assert statuses == {"empty.mp4": "decode_error", "text.mp4": "decode_error",
+                        "broken.jpg": "decode_error", "big.png": "too_large"}
+    stored = fcache.summarize(path)
+    assert stored["by_status"] == {"decode_error": 3, "ok": 1, "too_large": 1}
+    assert all(f["error"] for f in stored["failures"])
+
+
+def test_resume_skips_done_items_and_adds_new_ones(media_tree, tmp_path, stub_config):
+    path = tmp_path / "c.h5"
+    extract([media_tree], path, stub_config)
+    again = extract([media_tree], path, stub_config)
+    assert (again.extracted, again.already_done) == (0, 6)
+    write_video(media_tree / "fake" / "new.mp4", seed=5)
+    more = extract([media_tree], path, stub_config)
+    assert (more.extracted, more.already_done) == (1, 6)
+    with fcache.CacheReader(path) as cache:
+        ids = cache.videos()["id"].tolist()
+    assert len(ids) == len(set(ids)) == 7
+
+
+def test_adding_a_backbone_fills_the_cached_rows(media_tree, tmp_path, stub_config):
+    path = tmp_path / "c.h5"
+    extract([media_tree], path, stub_config)
+    with fcache.CacheReader(path) as cache:
+        rows_before = cache.frames()
+    summary = extract([media_tree], path,
+                      replace(stub_config, backbones=("test-colour", "test-grey")))
+    assert (summary.extracted, summary.features_added) == (0, 6)
+    with fcache.CacheReader(path) as cache:
+        for name, values in cache.frames().items():
+            np.testing.assert_array_equal(values, rows_before[name])
+        grey = cache.features("test-grey")
+        assert grey.shape == (cache.n_rows, 1) and np.isfinite(grey).all()
+        assert cache.config.backbones == ("test-colour", "test-grey")
+
+
+def test_other_sampling_settings_are_refused(media_tree, tmp_path, stub_config):
+    path = tmp_path / "c.h5"
+    extract([media_tree], path, stub_config)
+    with pytest.raises(ConfigMismatch, match="frames"):
+        extract([media_tree], path, replace(stub_config, frames=9))
+
+
+def test_keep_crops_are_stored_per_row(media_tree, tmp_path, stub_config):
+    path = tmp_path / "c.h5"
+    extract([media_tree], path, replace(stub_config, keep_crops=24))
+    with fcache.CacheReader(path) as cache:
+        crops = cache.crops(slice(0, cache.n_rows))
+    assert crops.shape == (26, 24, 24, 3) and crops.max() > 200
+
+
+def test_absent_listed_files_are_recorded_as_missing(tmp_path, stub_config):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_video(data / "a.mp4")
+    (data / "list.csv").write_text("path,label\na.mp4,real\ngone.mp4,fake\n")
+    path = tmp_path / "c.h5"
+    summary = extract([data / "list.csv"], path, stub_config)
+    assert summary.extracted == 1 and summary.failures[0]["status"] == "missing"
+    write_video(data / "gone.mp4")  # it turns up later: the next run takes it
+    again = extract([data / "list.csv"], path, stub_config)
+    assert again.extracted == 1
+    assert fcache.summarize(path)["by_status"] == {"ok": 2}
+
+
+# --- interruption ----------------------------------------------------------------------------
+
+RUNNER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    import conftest  # registers the stub components
+    from fakeprobe.extractor.config import ExtractorConfig
+    from fakeprobe.extractor.pipeline import extract
+    config = ExtractorConfig(frames=6, detector="test-blob", backbones=("test-colour",))
+    print("started", flush=True)
+    extract([{root!r}], {cache!r}, config, workers=2, commit_every={commit_every})
+""")
+
+
+def _many_videos(root: Path, n: int) -> Path:
+    """``n`` copies of one 90-frame clip: a few seconds of extraction to interrupt."""
+    (root / "real").mkdir(parents=True)
+    first = write_video(root / "real" / "v00.mp4", n_frames=90, size=(320, 240))
+    for k in range(1, n):
+        shutil.copyfile(first, root / "real" / f"v{k:02d}.mp4")
+    return root
+
+
+def _start(root: Path, cache: Path, commit_every: float) -> subprocess.Popen:
+    script = RUNNER.format(tests=str(TESTS), root=str(root), cache=str(cache),
+                           commit_every=commit_every)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "started"
+    return process
+
+
+def _check_whole(cache: Path, n: int, stub_config) -> None:
+    summary = extract([cache.parent / "data"], cache, stub_config)
+    assert summary.failed == 0
+    with fcache.CacheReader(cache) as reader:
+        ids = reader.videos()["id"].tolist()
+        frames = reader.frames()
+        assert sorted(ids) == sorted(set(ids)) and len(ids) == n
+        assert reader.n_rows == 6 * n
+        feats = reader.features("test-colour")
+    assert np.isfinite(feats).all()
+    for position in range(n):  # every item's rows are contiguous and its own
+        assert (frames["video"] == position).sum() == 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.3, 1.2, 2.5])
+def test_kill_9_loses_nothing_and_duplicates_nothing(tmp_path, stub_config, delay):
+    n = 40
+    root = _many_videos(tmp_path / "data", n)
+    cache = tmp_path / "c.h5"
+    process = _start(root, cache, commit_every=0.0)  # commit all the time: kills land mid-commit
+    time.sleep(delay)
+    assert process.poll() is None, "the run ended before the kill: give it more work"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if cache.exists():
+        with fcache.CacheReader(cache) as reader:  # still opens
+            assert reader.n_videos <= n
+    _check_whole(cache, n, stub_config)
+
+
+@pytest.mark.slow
+def test_ctrl_c_commits_finished_items(tmp_path, stub_config):
+    n = 40
+    root = _many_videos(tmp_path / "data", n)
+    cache = tmp_path / "c.h5"
+    process = _start(root, cache, commit_every=3600.0)
+    time.sleep(1.0)
+    assert process.poll() is None, "the run ended before Ctrl-C: give it more work"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0 and "KeyboardInterrupt" in stderr
+    with fcache.CacheReader(cache) as reader:
+        saved = reader.n_videos
+    assert 0 < saved <= n
+    assert not fcache.staged_files(cache)
+    _check_whole(cache, n, stub_config)
