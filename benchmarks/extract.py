@@ -1,26 +1,25 @@
 """Speed and memory of ``fakeprobe extract`` on real videos: each stage alone, the naive
 one-frame-at-a-time loop, and the threaded pipeline end to end.
 
-Modes, each run in its own subprocess (``--mode``) so that its peak RSS is its own:
+Modes, each run in its own subprocess (``--mode``, JSON on stdout) so that its peak RSS is its own:
 
-* ``decode``   ``read_media`` of the sampled frames (one sequential grab/retrieve pass); the floor;
-* ``detect``   ``detect_rows`` on frames decoded beforehand (by ``decode``, kept in a temp folder);
-* ``align``    ``align_rows`` on those frames and the rows ``detect`` found;
-* ``embed``    one backbone on the aligned crops, in batches of 32 (one mode per backbone);
+* ``decode``   ``read_media`` of the sampled frames (one sequential grab/retrieve pass);
+* ``detect``   ``detect_rows`` on frames decoded beforehand (kept by ``decode`` in a temp folder);
+* ``align``    ``align_rows`` of those frames with the rows ``detect`` found;
+* ``embed``    one backbone on crops aligned beforehand, in batches of 32 (a mode per backbone);
 * ``baseline`` per frame: decode it, detect, align, embed that one crop; one thread, no batching;
 * ``e2e``      ``Extractor(config, workers=W, batch_size=32).run(items, cache)`` into a temp cache,
-  once on all videos and once on ``--memory-limit`` of them (peak RSS must not grow).
+  on all videos and again on ``--memory-limit`` of them (peak RSS should not grow).
 
-Model loading and the first (tracing) call are left out of every timing. Seconds are wall
-seconds; ``cpu_s`` is the CPU time of the whole process over the same spans. The targets
-(e2e >= 2x faster than ``baseline``; e2e <= 1.3x the slowest stage alone) are reported, not
-asserted. Prints one JSON document on stdout and a markdown table on stderr.
+Loading models and their first (tracing) call are outside every timing. ``s/video`` is wall
+time; ``CPU s/video`` is the CPU time of the whole process (all threads) over the same spans.
+The targets (e2e >= 2x faster than ``baseline``; e2e <= 1.3x the slowest stage alone, all
+backbones' embedding counted as one stage) are reported, not asserted.
 
-    python benchmarks/extract.py                       # both sets, default config
-    python benchmarks/extract.py --set ffpp --limit 10 --backbone efficientnet-lite0 \\
-        --json-out benchmarks/results/x.json --markdown benchmarks/results/x.md
+    python benchmarks/extract.py --set ffpp --limit 10 --json-out x.json --markdown x.md
 
-The data (research use only) is read in place from ``<repo>/../shared/data`` (``--data``).
+Prints one JSON document on stdout and a markdown table on stderr. The data (research use only)
+is read in place from ``<repo>/../shared/data`` (``--data``), never copied.
 """
 
 from __future__ import annotations
@@ -53,16 +52,13 @@ SETS = ("ffpp", "dfdc")
 FFPP_PATTERNS = tuple(f"{root}/{c}/videos/*.mp4" for c in ("c23", "c40")
                       for root in ("original_sequences/youtube", "manipulated_sequences/*"))
 BATCH = 32
-STAGES = ("decode", "detect", "align", "embed")
 SPEEDUP_TARGET = 2.0  # e2e at least this many times faster than the baseline
 FLOOR_TARGET = 1.3  # e2e per video at most this many times the slowest stage alone
 
 
-# --- the items and the config ------------------------------------------------------------------
-
 def select_items(data: Path, which: str, limit: int | None) -> list[MediaItem]:
-    """The videos of one set, sorted by id: FF++ YouTube reals and fakes (c23, c40; not the
-    actors) or the DFDC videos present on disk."""
+    """The videos of one set, sorted by id: FF++ YouTube reals and their fakes (c23, c40; not
+    the actors) or the DFDC videos present on disk."""
     found = discover([data / which]).items
     if which == "ffpp":
         items = [i for i in found if any(i.path.match(p) for p in FFPP_PATTERNS)]
@@ -72,12 +68,9 @@ def select_items(data: Path, which: str, limit: int | None) -> list[MediaItem]:
 
 
 def make_config(args: argparse.Namespace) -> ExtractorConfig:
-    options: dict = {"frames": args.frames}
-    if args.detector:
-        options["detector"] = args.detector
-    if args.backbone:
-        options["backbones"] = tuple(args.backbone)
-    return ExtractorConfig(**options)
+    options = {"frames": args.frames, "detector": args.detector,
+               "backbones": tuple(args.backbone or ())}
+    return ExtractorConfig(**{k: v for k, v in options.items() if v})
 
 
 # --- one mode (the child process) ----------------------------------------------------------------
@@ -92,15 +85,14 @@ def timed(clock: dict[str, float]):
 
 
 def one_frame_at_a_time(item: MediaItem, config: ExtractorConfig):
-    """The sampled frames of a video from one sequential grab/retrieve pass, as read_media does,
-    but each frame is handed over before the next one is read."""
+    """The sampled frames of a video from one sequential grab/retrieve pass, as ``read_media``
+    decodes them, each handed over before the next one is read."""
     capture = cv2.VideoCapture(str(item.path), cv2.CAP_ANY)
     capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
     try:
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        keep = set(sample_indices(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), count=config.frames,
-                                  fps=config.fps, video_fps=fps, max_frames=config.max_frames
-                                  ).tolist())
+        fps, n_frames = capture.get(cv2.CAP_PROP_FPS), int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        keep = set(sample_indices(n_frames, count=config.frames, fps=config.fps, video_fps=fps,
+                                  max_frames=config.max_frames).tolist())
         for index in range(max(keep, default=-1) + 1):
             if not capture.grab():
                 return
@@ -113,152 +105,189 @@ def one_frame_at_a_time(item: MediaItem, config: ExtractorConfig):
 
 
 def save_frames(path: Path, frames: list[Frame]) -> None:
-    np.savez(path, images=np.stack([f.image for f in frames]),
-             index=[f.index for f in frames], timestamp=[f.timestamp for f in frames])
+    """One file per video; images stored one by one (stacking them would copy every frame)."""
+    np.savez(path, index=[f.index for f in frames], timestamp=[f.timestamp for f in frames],
+             **{f"image{k}": f.image for k, f in enumerate(frames)})
 
 
-def load_frames(path: Path) -> list[Frame]:
-    with np.load(path) as saved:
-        return [Frame(int(i), float(t), image) for i, t, image
-                in zip(saved["index"], saved["timestamp"], saved["images"])]
+def load_frames(work: Path, k: int) -> list[Frame]:
+    with np.load(work / f"{k}.frames.npz") as saved:
+        return [Frame(int(i), float(t), saved[f"image{n}"])
+                for n, (i, t) in enumerate(zip(saved["index"], saved["timestamp"]))]
 
 
-def load_rows(path: Path):
+def load_rows(work: Path, k: int):
     from fakeprobe.features.cache import FrameRows
 
-    with np.load(path) as saved:
+    with np.load(work / f"{k}.rows.npz") as saved:
         fields = {f.name: saved[f.name] for f in dataclasses.fields(FrameRows)}
         return FrameRows(**fields), saved["origin"].tolist()
 
 
-def warm_backbones(names, device: str = "auto") -> dict:
-    """Backbones loaded and traced once (a first call traces the TensorFlow graph)."""
+def warm_backbones(names) -> dict:
+    """Backbones loaded and called once (the first call traces the TensorFlow graph)."""
     from fakeprobe.extractor.components import BACKBONES
 
-    backbones = {n: BACKBONES.create(n, device=device, batch_size=BATCH) for n in names}
+    backbones = {n: BACKBONES.create(n, batch_size=BATCH) for n in names}
     for backbone in backbones.values():
         backbone.embed(np.zeros((1, backbone.crop.size, backbone.crop.size, 3), np.uint8))
     return backbones
 
 
-def run_mode(args: argparse.Namespace) -> dict:
-    """Measure one mode on one set; the work folder carries frames and rows between modes."""
-    from fakeprobe.extractor.pipeline import align_rows, detect_rows, make_detector
+def warm_detector(config: ExtractorConfig):
+    from fakeprobe.extractor.pipeline import make_detector
 
-    config, work = make_config(args), Path(args.work) if args.work else None
-    items = select_items(args.data, args.set, args.limit)
-    mode, clock = args.mode, defaultdict(float)
-    counts = {"videos": len(items), "frames": 0, "crops": 0}
-    extra: dict = {}
-    if mode in ("detect", "baseline"):
-        detector = make_detector(config)
-        detector.detect(np.zeros((240, 320, 3), np.uint8))  # creates its model
-    if mode in ("embed", "baseline"):
-        backbones = warm_backbones(config.backbones)
-        specs = {b.crop for b in backbones.values()}
-    if mode == "align":
-        specs = {CropSpec(int(s), float(m)) for s, m in (c.split(":") for c in args.crop)}
-    if mode == "embed":
-        (name, backbone), = backbones.items()
-        extra["crop"] = f"{backbone.crop.size}:{backbone.crop.margin}"
-        pending = []
+    detector = make_detector(config)
+    detector.detect(np.zeros((240, 320, 3), np.uint8))  # creates its model: outside the timing
+    return detector
+
+
+def decode(items, config, work, clock, counts, args) -> dict:
     for k, item in enumerate(items):
-        frames_file, rows_file = (work / f"{k}.frames.npz", work / f"{k}.rows.npz") if work \
-            else (None, None)
-        if mode == "decode":
-            with timed(clock):
-                _, frames = read_media(item.path, item.kind, count=config.frames, fps=config.fps,
-                                       max_frames=config.max_frames, max_pixels=config.max_pixels)
-            counts["frames"] += len(frames)
-            if work:
-                save_frames(frames_file, frames)
-        elif mode == "detect":
-            frames = load_frames(frames_file)
-            with timed(clock):
-                rows, origin = detect_rows(frames, detector, config, defaultdict(float))
-            counts["frames"] += len(frames)
-            np.savez(rows_file, origin=origin, **dataclasses.asdict(rows))
-        elif mode in ("align", "embed"):
-            frames, (rows, origin) = load_frames(frames_file), load_rows(rows_file)
-            counts["frames"] += len(frames)
-            if mode == "align":
-                with timed(clock):
-                    align_rows(frames, rows, origin, specs)
-                counts["crops"] += int(rows.has_face.sum())
-            else:
-                pending.append(align_rows(frames, rows, origin, specs)[backbone.crop])
-        elif mode == "baseline":
-            with timed(clock):
-                for frame in one_frame_at_a_time(item, config):
-                    rows, origin = detect_rows([frame], detector, config, defaultdict(float))
-                    crops = align_rows([frame], rows, origin, specs)
-                    for each in backbones.values():
-                        for crop in crops[each.crop]:
-                            each.embed(crop[None])
-                    counts["frames"] += 1
-                    counts["crops"] += len(crops[next(iter(specs))])
-    if mode == "embed":
-        crops = np.concatenate(pending)
         with timed(clock):
-            for start in range(0, len(crops), BATCH):
-                backbone.embed(crops[start:start + BATCH])
-        counts["crops"] = len(crops)
-    if mode == "e2e":
-        extra = run_pipeline(config, items, args.workers, clock)
-        counts["frames"], counts["crops"] = extra.pop("rows"), extra.pop("faces")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"mode": mode, **counts, "seconds": clock["seconds"], "cpu_s": clock["cpu_s"],
-            "peak_rss_mib": round(peak, 1), **extra}
+            _, frames = read_media(item.path, item.kind, count=config.frames, fps=config.fps,
+                                   max_frames=config.max_frames, max_pixels=config.max_pixels)
+        counts["frames"] += len(frames)
+        if work:  # for the next modes, outside the timing
+            save_frames(work / f"{k}.frames.npz", frames)
+    return {}
 
 
-def run_pipeline(config: ExtractorConfig, items: list[MediaItem], workers: int,
-                 clock: dict[str, float]) -> dict:
-    """The threaded pipeline into a temporary cache, models loaded beforehand."""
+def detect(items, config, work, clock, counts, args) -> dict:
+    from fakeprobe.extractor.pipeline import detect_rows
+
+    detector = warm_detector(config)
+    for k in range(len(items)):
+        frames = load_frames(work, k)
+        with timed(clock):
+            rows, origin = detect_rows(frames, detector, config, defaultdict(float))
+        counts["frames"] += len(frames)
+        np.savez(work / f"{k}.rows.npz", origin=origin, **dataclasses.asdict(rows))
+    return {}
+
+
+def align(items, config, work, clock, counts, args) -> dict:
+    """Aligns to the ``--crop SIZE:MARGIN`` geometries (those of the backbones' ``embed`` runs)."""
+    from fakeprobe.extractor.pipeline import align_rows
+
+    specs = {CropSpec(int(s), float(m)) for s, m in (c.split(":") for c in args.crop)}
+    for k in range(len(items)):
+        frames, (rows, origin) = load_frames(work, k), load_rows(work, k)
+        with timed(clock):
+            align_rows(frames, rows, origin, specs)
+        counts["frames"] += len(frames)
+        counts["crops"] += int(rows.has_face.sum())
+    return {}
+
+
+def embed(items, config, work, clock, counts, args) -> dict:
+    from fakeprobe.extractor.pipeline import align_rows
+
+    (backbone,) = warm_backbones(config.backbones).values()
+    crops = []
+    for k in range(len(items)):
+        frames, (rows, origin) = load_frames(work, k), load_rows(work, k)
+        crops.append(align_rows(frames, rows, origin, {backbone.crop})[backbone.crop])
+        counts["frames"] += len(frames)
+    crops = np.concatenate(crops)
+    counts["crops"] = len(crops)
+    with timed(clock):
+        for start in range(0, len(crops), BATCH):
+            backbone.embed(crops[start:start + BATCH])
+    return {"crop": f"{backbone.crop.size}:{backbone.crop.margin}"}
+
+
+def baseline(items, config, work, clock, counts, args) -> dict:
+    from fakeprobe.extractor.pipeline import align_rows, detect_rows
+
+    detector, backbones = warm_detector(config), warm_backbones(config.backbones)
+    specs = {b.crop for b in backbones.values()}
+    for item in items:
+        with timed(clock):
+            for frame in one_frame_at_a_time(item, config):
+                rows, origin = detect_rows([frame], detector, config, defaultdict(float))
+                crops = align_rows([frame], rows, origin, specs)
+                for backbone in backbones.values():
+                    for crop in crops[backbone.crop]:
+                        backbone.embed(crop[None])
+                counts["frames"] += 1
+                counts["crops"] += int(rows.has_face.sum())
+    return {}
+
+
+def e2e(items, config, work, clock, counts, args) -> dict:
+    """The threaded pipeline into a temporary cache, its models loaded beforehand."""
     from fakeprobe.extractor.pipeline import Extractor
 
-    extractor = Extractor(config, workers=workers, batch_size=BATCH)
+    extractor = Extractor(config, workers=args.workers, batch_size=BATCH)
     extractor.backbones.update(warm_backbones(config.backbones))
     with tempfile.TemporaryDirectory(prefix="fakeprobe-bench-") as folder:
         with timed(clock):
             summary = extractor.run(Discovery(items=list(items)), Path(folder) / "cache.h5")
-    return {"rows": summary.rows, "faces": summary.faces, "workers": workers,
-            "failed": summary.failed, "summary_seconds": round(summary.seconds, 2),
+    counts["frames"], counts["crops"] = summary.rows, summary.faces  # one row per frame
+    return {"workers": args.workers, "failed": summary.failed,
             "stage_seconds": {k: round(v, 2) for k, v in summary.stage_seconds.items()}}
 
 
-# --- the parent: run every mode, compare, report ------------------------------------------------
+MODES = {f.__name__: f for f in (decode, detect, align, embed, baseline, e2e)}
 
-def child(args: argparse.Namespace, which: str, mode: str, **options) -> dict:
+
+def run_mode(args: argparse.Namespace) -> dict:
+    """Measure one mode on one set (``--work``: the folder that carries frames and rows)."""
+    if args.mode in ("detect", "align", "embed") and not args.work:
+        raise SystemExit(f"--mode {args.mode} needs --work, the folder of a --mode decode run")
+    items, clock = select_items(args.data, args.set, args.limit), defaultdict(float)
+    counts = {"videos": len(items), "frames": 0, "crops": 0}
+    work = Path(args.work) if args.work else None
+    extra = MODES[args.mode](items, make_config(args), work, clock, counts, args)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"mode": args.mode, **counts, "seconds": clock["seconds"], "cpu_s": clock["cpu_s"],
+            "peak_rss_mib": round(peak, 1), **extra}
+
+
+# --- the parent: every mode in its own process, then the comparison ----------------------------
+
+def cpu_seconds() -> tuple[float, float, float]:
+    """CPU seconds since boot: busy (all processes), stolen by the hypervisor, and used by this
+    process's finished children. Their changes over a mode say how much of the machine others
+    took: on a shared machine the figures mean little when they took a lot."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    hz, own = os.sysconf("SC_CLK_TCK"), resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]  # user nice system irq softirq
+    return busy / hz, ticks[7] / hz, own.ru_utime + own.ru_stime
+
+
+def child(args: argparse.Namespace, which: str, mode: str, *, limit: int | None = None,
+          work: str | None = None, backbones=None, crops=()) -> dict:
     """Run one mode in a fresh interpreter and read back its JSON (the last line of stdout)."""
+    limit = limit or args.limit
     command = [sys.executable, str(Path(__file__).resolve()), "--mode", mode, "--set", which,
                "--data", str(args.data), "--frames", str(args.frames),
-               "--workers", str(options.get("workers", args.workers))]
-    limit = options.get("limit", args.limit)
-    command += ["--limit", str(limit)] if limit else []
-    command += ["--detector", args.detector] if args.detector else []
-    for name in options.get("backbones", args.backbone or []):
-        command += ["--backbone", name]
-    command += ["--work", options["work"]] if "work" in options else []
-    for crop in options.get("crops", []):
-        command += ["--crop", crop]
-    print(f"[{which}] {mode} {'(limit %d)' % limit if limit else ''}...", file=sys.stderr,
-          flush=True)
+               "--workers", str(args.workers), *(["--limit", str(limit)] if limit else []),
+               *(["--detector", args.detector] if args.detector else []),
+               *(["--work", work] if work else []), *(f"--crop={c}" for c in crops),
+               *(f"--backbone={b}" for b in (backbones or args.backbone or []))]
+    print(f"[{which}] {mode} on {limit or 'all'} videos...", file=sys.stderr, flush=True)
+    before, started = cpu_seconds(), time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - started
+    (busy, steal, own) = (b - a for a, b in zip(before, cpu_seconds()))
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         return {"mode": mode, "error": f"exit code {done.returncode}"}
     result = json.loads(lines[-1])
-    if result["seconds"] > 0:
-        result["s_per_video"] = result["seconds"] / max(result["videos"], 1)
-        result["frames_per_s"] = result["frames"] / result["seconds"]
+    seconds = max(result["seconds"], 1e-9)
+    result["s_per_video"] = result["seconds"] / max(result["videos"], 1)
+    result["frames_per_s"] = result["frames"] / seconds
+    result["others_cores"] = round(max(busy - own, 0.0) / wall, 2)  # over the whole child
+    result["steal_cores"] = round(steal / wall, 2)
     print(f"[{which}] {mode}: {result['seconds']:.1f} s, {result['peak_rss_mib']:.0f} MiB",
           file=sys.stderr, flush=True)
     return result
 
 
 def measure_set(args: argparse.Namespace, which: str, config: ExtractorConfig) -> dict:
-    n = len(select_items(args.data, which, args.limit))
-    load = os.getloadavg()
+    n_videos = len(select_items(args.data, which, args.limit))
     modes: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="fakeprobe-bench-") as work:
         modes["decode"] = child(args, which, "decode", work=work)
@@ -270,21 +299,19 @@ def measure_set(args: argparse.Namespace, which: str, config: ExtractorConfig) -
         modes.update(embeds)
     modes["baseline"] = child(args, which, "baseline")
     modes["e2e"] = child(args, which, "e2e")
-    if n > args.memory_limit:
-        modes[f"e2e-{args.memory_limit}"] = child(args, which, "e2e", limit=args.memory_limit)
-    return {"videos": n, "load_average_before": [round(x, 2) for x in load],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "modes": modes, "checks": checks(modes, config, f"e2e-{args.memory_limit}")}
+    small = f"e2e-{args.memory_limit}"
+    if n_videos > args.memory_limit:
+        modes[small] = child(args, which, "e2e", limit=args.memory_limit)
+    return {"videos": n_videos, "modes": modes, "checks": checks(modes, config, small)}
 
 
 def checks(modes: dict[str, dict], config: ExtractorConfig, small: str) -> dict:
-    """The targets: e2e vs the baseline and vs the slowest stage alone (all backbones' embed
-    summed: the pipeline runs them one after another); peak RSS of e2e, few videos vs all."""
-    spv = {m: r.get("s_per_video") for m, r in modes.items()}
-    if any(spv.get(m) is None for m in ("decode", "detect", "align", "baseline", "e2e")):
+    """e2e against the baseline and the slowest stage alone; e2e's RSS, few videos vs all."""
+    if any("error" in r for r in modes.values()):
         return {"error": "a mode failed"}
+    spv = {m: r["s_per_video"] for m, r in modes.items()}
     stages = {s: spv[s] for s in ("decode", "detect", "align")}
-    stages["embed"] = sum(spv.get(f"embed:{n}") or 0.0 for n in config.backbones)
+    stages["embed"] = sum(spv[f"embed:{name}"] for name in config.backbones)
     slowest = max(stages, key=stages.get)
     out = {"slowest_stage": slowest, "slowest_stage_s_per_video": stages[slowest],
            "sum_of_stages_s_per_video": sum(stages.values()),
@@ -292,72 +319,72 @@ def checks(modes: dict[str, dict], config: ExtractorConfig, small: str) -> dict:
            "e2e_over_slowest_stage": spv["e2e"] / stages[slowest]}
     out["speedup_pass"] = out["speedup_vs_baseline"] >= SPEEDUP_TARGET
     out["floor_pass"] = out["e2e_over_slowest_stage"] <= FLOOR_TARGET
-    if small in modes and "peak_rss_mib" in modes[small]:
+    if "peak_rss_mib" in modes.get(small, {}):
         out["e2e_rss_growth_mib"] = modes["e2e"]["peak_rss_mib"] - modes[small]["peak_rss_mib"]
     return out
 
 
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), platform.processor())
-    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text()
-                   .splitlines() if line.startswith("MemTotal"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_kib / 2**20, 1),
-            "os": platform.platform(), "python": platform.python_version()}
+def machine_and_versions() -> dict:
+    def first(path: str, key: str) -> str:
+        lines = Path(path).read_text().splitlines()
+        return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(key)), "")
 
-
-def versions() -> dict:
-    def version(*dists: str) -> str | None:
-        for dist in dists:
-            with contextlib.suppress(metadata.PackageNotFoundError):
-                return metadata.version(dist)
+    def version(dist: str) -> str | None:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            return metadata.version(dist)
         return None
 
-    return {"numpy": np.__version__, "opencv": cv2.__version__,
-            "tensorflow": version("tensorflow", "tensorflow-cpu", "tensorflow_cpu"),
-            "keras": version("keras"), "h5py": version("h5py"), "fakeprobe": version("fakeprobe")}
+    return {"machine": {"cpu": first("/proc/cpuinfo", "model name") or platform.processor(),
+                        "cores": os.cpu_count(), "os": platform.platform(),
+                        "ram_gib": round(int(first("/proc/meminfo", "MemTotal").split()[0])
+                                         / 2**20, 1)},
+            "versions": {"python": platform.python_version(), "numpy": np.__version__,
+                         "opencv": cv2.__version__,
+                         "tensorflow": version("tensorflow") or version("tensorflow-cpu"),
+                         **{d: version(d) for d in ("keras", "h5py", "fakeprobe")}}}
 
 
 def markdown(report: dict) -> str:
-    lines = ["| set | mode | videos | s/video | frames/s | CPU s/video | peak RSS MiB "
-             f"| e2e vs baseline (>= {SPEEDUP_TARGET:g}x) "
-             f"| e2e / slowest stage (<= {FLOOR_TARGET:g}x) |", "|---" * 9 + "|"]
+    lines = ["| set | mode | videos | s/video | frames/s | CPU s/video | peak RSS MiB | others' "
+             f"cores | e2e vs baseline (>= {SPEEDUP_TARGET:g}x) | e2e / slowest stage "
+             f"(<= {FLOOR_TARGET:g}x) |", "|---" * 10 + "|"]
     for which, result in report["sets"].items():
         check = result["checks"]
         for mode, r in result["modes"].items():
             if "error" in r:
-                lines.append(f"| {which} | {mode} | | {r['error']} | | | | | |")
+                lines.append(f"| {which} | {mode} | | {r['error']} | | | | | | |")
                 continue
             speed = floor = ""
-            if mode == "e2e" and "speedup_vs_baseline" in check:
-                speed = (f"{check['speedup_vs_baseline']:.2f}x "
-                         f"{'pass' if check['speedup_pass'] else 'FAIL'}")
+            if mode == "e2e" and "speedup_pass" in check:
+                verdict = {True: "pass", False: "FAIL"}
+                speed = f"{check['speedup_vs_baseline']:.2f}x {verdict[check['speedup_pass']]}"
                 floor = (f"{check['e2e_over_slowest_stage']:.2f}x of {check['slowest_stage']} "
-                         f"{'pass' if check['floor_pass'] else 'FAIL'}")
+                         f"{verdict[check['floor_pass']]}")
             lines.append(f"| {which} | {mode} | {r['videos']} | {r['s_per_video']:.3f} "
-                         f"| {r['frames_per_s']:.1f} | {r['cpu_s'] / r['videos']:.3f} "
-                         f"| {r['peak_rss_mib']:.0f} | {speed} | {floor} |")
+                         f"| {r['frames_per_s']:.1f} | {r['cpu_s'] / max(r['videos'], 1):.3f} "
+                         f"| {r['peak_rss_mib']:.0f} | {r['others_cores']:.2f} | {speed} "
+                         f"| {floor} |")
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data",
                         help="the shared data folder (default: <repo>/../shared/data)")
     parser.add_argument("--set", choices=(*SETS, "both"), default="both")
-    parser.add_argument("--limit", type=int, default=None, help="first N videos of each set")
+    parser.add_argument("--limit", type=int, help="the first N videos of each set (by id)")
     parser.add_argument("--frames", type=int, default=ExtractorConfig().frames)
-    parser.add_argument("--detector", default=None, help="default: the config's (yunet)")
-    parser.add_argument("--backbone", action="append", default=None,
+    parser.add_argument("--detector", help="default: the config's (yunet)")
+    parser.add_argument("--backbone", action="append",
                         help="repeatable; default: the config's (efficientnet-lite0)")
     parser.add_argument("--workers", type=int, default=2, help="worker threads of e2e")
     parser.add_argument("--memory-limit", type=int, default=10,
-                        help="e2e is run again on this many videos to compare peak RSS")
+                        help="e2e runs again on this many videos to compare peak RSS")
     parser.add_argument("--json-out", type=Path, help="also write the JSON here")
     parser.add_argument("--markdown", type=Path, help="also write the markdown table here")
-    parser.add_argument("--mode", choices=("decode", "detect", "align", "embed", "baseline",
-                                           "e2e"), help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=tuple(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--crop", action="append", default=[], help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -370,8 +397,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     config = make_config(args)
     report = {"benchmark": "extract", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-              "machine": machine(), "versions": versions(), "config": config.to_dict(),
+              "command": " ".join(["python", "benchmarks/extract.py", *sys.argv[1:]]),
+              **machine_and_versions(), "config": config.to_dict(),
               "workers": args.workers, "batch_size": BATCH, "limit": args.limit, "sets": {}}
     for which in SETS if args.set == "both" else (args.set,):
         report["sets"][which] = measure_set(args, which, config)

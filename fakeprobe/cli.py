@@ -127,7 +127,7 @@ def extract(
         "largest face of each frame).")] = False,
     backbone: Annotated[list[str], typer.Option(
         "--backbone", "-b", help="Feature set(s) to compute; repeat for several. See "
-        "`fakeprobe components`.")] = ["efficientnet-lite0"],
+        "`fakeprobe components`.")] = ["mobilenet-v2"],
     weights: Annotated[list[str], typer.Option(
         help="Local weights for a backbone, as BACKBONE=PATH (for the keras.applications "
         "family offline).")] = [],
@@ -325,6 +325,9 @@ EvalOpt = Annotated[Optional[Path], typer.Option(
 SearchOpt = Annotated[Optional[str], typer.Option(
     help="Hyperparameter search inside the training folds: grid or random.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random state of splits and heads.")]
+SmoteOpt = Annotated[bool, typer.Option(
+    "--smote", help="Balance classes by SMOTE oversampling inside each training fold instead "
+    "of sample weights (needs fakeprobe[smote]).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
@@ -345,14 +348,14 @@ def _aggregation(aggregate, smooth, window, alpha):
         raise typer.BadParameter(str(exc)) from None
 
 
-def _protocol(cv, holdout, eval_cache, search, seed, selection):
+def _protocol(cv, holdout, eval_cache, search, seed, selection, smote=False):
     from fakeprobe.classifiers.api import Protocol
 
     if search not in (None, "grid", "random"):
         raise typer.BadParameter("use grid or random", param_hint="--search")
     return Protocol(folds=cv, holdout=holdout, eval_cache=eval_cache,
                     eval_selection=selection if eval_cache else None, search=search,
-                    random_state=seed)
+                    random_state=seed, smote=smote)
 
 
 def _metrics_table(reports, title: str) -> list[Table]:
@@ -404,7 +407,7 @@ def _fit_command(head: str):
         aggregate: AggOpt = "mean", smooth: SmoothOpt = "none", window: WindowOpt = 5,
         alpha: AlphaOpt = 0.3, cv: CvOpt = 5, holdout: HoldoutOpt = None,
         eval_cache: EvalOpt = None, search: SearchOpt = None, seed: SeedOpt = 0,
-        as_json: JsonOpt = False,
+        smote: SmoteOpt = False, as_json: JsonOpt = False,
     ) -> None:
         from fakeprobe.classifiers.api import fit
 
@@ -413,7 +416,8 @@ def _fit_command(head: str):
                                                       f.split("+")],
                      selection=selection, aggregation=_aggregation(aggregate, smooth, window,
                                                                    alpha),
-                     protocol=_protocol(cv, holdout, eval_cache, search, seed, selection))
+                     protocol=_protocol(cv, holdout, eval_cache, search, seed, selection,
+                                        smote))
         if as_json:
             _print_json(result.to_dict())
             return
@@ -446,7 +450,7 @@ def compare(
     aggregate: AggOpt = "mean", smooth: SmoothOpt = "none", window: WindowOpt = 5,
     alpha: AlphaOpt = 0.3, cv: CvOpt = 5, holdout: HoldoutOpt = None,
     eval_cache: EvalOpt = None, search: SearchOpt = None, seed: SeedOpt = 0,
-    as_json: JsonOpt = False,
+    smote: SmoteOpt = False, as_json: JsonOpt = False,
 ) -> None:
     """Every head on every feature set, on identical grouped folds: one table sorted by video
     ROC-AUC, with every metric and the fit/predict time and memory."""
@@ -456,7 +460,7 @@ def compare(
     result = run_compare(
         cache, head or ["svm", "xgb", "logreg"], [tuple(f.split("+")) for f in features],
         selection=selection, aggregation=_aggregation(aggregate, smooth, window, alpha),
-        protocol=_protocol(cv, holdout, eval_cache, search, seed, selection),
+        protocol=_protocol(cv, holdout, eval_cache, search, seed, selection, smote),
         progress=None if as_json else (lambda m: err.print(f"[dim]fitting {m}[/]")))
     if as_json:
         _print_json(result.to_dict())

@@ -206,3 +206,11 @@ def test_head_commands_end_to_end(synthetic, tmp_path):
     assert evaluated.exit_code == 0
     missing = runner.invoke(app, ["fit-svm", str(synthetic), "--features", "nope"])
     assert missing.exit_code == 1 and "no feature set 'nope'" in missing.output
+
+
+def test_smote_heads_resample_inside_the_training_folds(synthetic):
+    data = load_frames(synthetic, ["feat"])
+    head = new_head("logreg", smote=True)
+    assert list(head.named_steps) == ["scale", "smote", "clf"]
+    report = cross_validate(data, "logreg", n_splits=3, head_params={"smote": True})
+    assert report.video["roc_auc"] > 0.9

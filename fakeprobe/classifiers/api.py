@@ -42,13 +42,18 @@ class Protocol:
     search: str | None = None
     n_iter: int = 10
     random_state: int = 0
+    smote: bool = False
+
+    @property
+    def head_params(self) -> dict[str, Any]:
+        return {"smote": True} if self.smote else {}
 
 
 def _evaluate_head(data: FrameData, head: str, aggregation: Aggregation, protocol: Protocol,
                    features: tuple[str, ...], folds=None, test: FrameData | None = None
                    ) -> EvalReport:
     options = dict(aggregation=aggregation, search=protocol.search, n_iter=protocol.n_iter,
-                   random_state=protocol.random_state)
+                   random_state=protocol.random_state, head_params=protocol.head_params)
     if test is not None:
         return train_test(data, test, head, **options)
     if protocol.holdout:
@@ -88,14 +93,15 @@ def fit(cache_path: Path, head: str, out: Path | None, *, features: Sequence[str
     # the final model takes the most frequent hyperparameters chosen in the folds
     chosen = [tuple(sorted(f.params.items())) for f in report.folds if f.params]
     params = dict(max(set(chosen), key=chosen.count)) if chosen else {}
-    pipeline, seconds = fit_final(data, head, params=params,
-                                  random_state=protocol.random_state)
+    pipeline, seconds = fit_final(data, head, params=params, random_state=protocol.random_state,
+                                  head_params=protocol.head_params)
     with CacheReader(cache_path) as cache:
         extractor_config = cache.config.to_dict()
     provenance = {
         "head": head, "features": list(features), "feature_configs": data.feature_configs,
         "extractor_config": extractor_config, "aggregation": asdict(aggregation),
-        "threshold": report.threshold, "params": params, "selection": selection.to_dict(),
+        "threshold": report.threshold, "params": params, "smote": protocol.smote,
+        "selection": selection.to_dict(),
         "protocol": report.protocol, "cv_video": report.video, "cv_frame": report.frame,
         "training_cache": cache_fingerprint(cache_path),
         "training_items": data.n_videos, "training_frames": int(len(data.y)),

@@ -27,6 +27,10 @@ from fakeprobe.evaluation.resources import measure
 
 #: Folds of the inner cross-validation that picks thresholds and hyperparameters.
 INNER_FOLDS = 3
+#: The inner cross-validation that picks a threshold sees at most this many frames (whole
+#: items, drawn at random): a threshold needs far fewer frames than a head, and this bounds its
+#: cost on large caches.
+INNER_MAX_FRAMES = 20_000
 
 
 @dataclass
@@ -127,9 +131,11 @@ def _search(head: Pipeline, name: str, data: FrameData, rows: np.ndarray, mode: 
     else:
         searcher = RandomizedSearchCV(head, space, n_iter=n_iter, scoring="roc_auc", cv=cv,
                                       n_jobs=1, random_state=random_state)
-    params = {"clf__sample_weight": balanced_weights(y, video)}
-    if isinstance(head.named_steps["clf"], AutoSVC):
-        params["clf__groups"] = groups
+    params = {}
+    if "smote" not in head.named_steps:  # SMOTE resamples rows: weights cannot follow
+        params["clf__sample_weight"] = balanced_weights(y, video)
+        if isinstance(head.named_steps["clf"], AutoSVC):
+            params["clf__groups"] = groups
     searcher.fit(X, y, **params)
     return dict(searcher.best_params_)
 
@@ -138,6 +144,11 @@ def _inner_threshold(head: Pipeline, data: FrameData, train_videos: np.ndarray,
                      aggregation: Aggregation, random_state: int) -> float:
     """Youden threshold on out-of-fold video scores of an inner grouped CV of the training
     items (0.5 when they hold too few groups to split)."""
+    n_rows = np.bincount(data.video, minlength=data.n_videos)[train_videos]
+    if n_rows.sum() > INNER_MAX_FRAMES:
+        order = np.random.default_rng(random_state).permutation(len(train_videos))
+        keep = order[np.cumsum(n_rows[order]) <= INNER_MAX_FRAMES]
+        train_videos = np.sort(train_videos[keep])
     groups = data.videos["group"][train_videos]
     labels = data.video_labels[train_videos]
     if len(np.unique(groups)) < INNER_FOLDS:
