@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -42,6 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+import fakeprobe
 from fakeprobe.datasets import Discovery, MediaItem, discover
 from fakeprobe.extractor.base import CropSpec
 from fakeprobe.extractor.config import ExtractorConfig
@@ -68,9 +70,21 @@ def select_items(data: Path, which: str, limit: int | None) -> list[MediaItem]:
 
 
 def make_config(args: argparse.Namespace) -> ExtractorConfig:
+    """The config of the run; a mode gets the parent's in full (``--config``), so that every mode
+    measures the same settings even if the package's defaults change meanwhile."""
+    if args.config:
+        return ExtractorConfig.from_dict(json.loads(args.config))
     options = {"frames": args.frames, "detector": args.detector,
                "backbones": tuple(args.backbone or ())}
     return ExtractorConfig(**{k: v for k, v in options.items() if v})
+
+
+def source_digest() -> str:
+    """SHA-256 of fakeprobe's source files: a mode run on other code is flagged."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(fakeprobe.__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 # --- one mode (the child process) ----------------------------------------------------------------
@@ -124,13 +138,14 @@ def load_rows(work: Path, k: int):
         return FrameRows(**fields), saved["origin"].tolist()
 
 
-def warm_backbones(names) -> dict:
-    """Backbones loaded and called once (the first call traces the TensorFlow graph)."""
+def warm_backbones(names, sizes=(1, BATCH)) -> dict:
+    """Backbones loaded and run once per batch size: the first call traces the graph, the first
+    call of a size sets up its kernels (one second more for mobilenet-v2 at 32)."""
     from fakeprobe.extractor.components import BACKBONES
 
     backbones = {n: BACKBONES.create(n, batch_size=BATCH) for n in names}
-    for backbone in backbones.values():
-        backbone.embed(np.zeros((1, backbone.crop.size, backbone.crop.size, 3), np.uint8))
+    for backbone, n in ((b, n) for b in backbones.values() for n in sizes):
+        backbone.embed(np.zeros((n, backbone.crop.size, backbone.crop.size, 3), np.uint8))
     return backbones
 
 
@@ -200,7 +215,7 @@ def embed(items, config, work, clock, counts, args) -> dict:
 def baseline(items, config, work, clock, counts, args) -> dict:
     from fakeprobe.extractor.pipeline import align_rows, detect_rows
 
-    detector, backbones = warm_detector(config), warm_backbones(config.backbones)
+    detector, backbones = warm_detector(config), warm_backbones(config.backbones, sizes=(1,))
     specs = {b.crop for b in backbones.values()}
     for item in items:
         with timed(clock):
@@ -236,13 +251,14 @@ def run_mode(args: argparse.Namespace) -> dict:
     """Measure one mode on one set (``--work``: the folder that carries frames and rows)."""
     if args.mode in ("detect", "align", "embed") and not args.work:
         raise SystemExit(f"--mode {args.mode} needs --work, the folder of a --mode decode run")
-    items, clock = select_items(args.data, args.set, args.limit), defaultdict(float)
+    source, clock = source_digest(), defaultdict(float)
+    items = select_items(args.data, args.set, args.limit)
     counts = {"videos": len(items), "frames": 0, "crops": 0}
     work = Path(args.work) if args.work else None
     extra = MODES[args.mode](items, make_config(args), work, clock, counts, args)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {"mode": args.mode, **counts, "seconds": clock["seconds"], "cpu_s": clock["cpu_s"],
-            "peak_rss_mib": round(peak, 1), **extra}
+            "peak_rss_mib": round(peak, 1), "source_sha256": source, **extra}
 
 
 # --- the parent: every mode in its own process, then the comparison ----------------------------
@@ -257,16 +273,14 @@ def cpu_seconds() -> tuple[float, float, float]:
     return busy / hz, ticks[7] / hz, own.ru_utime + own.ru_stime
 
 
-def child(args: argparse.Namespace, which: str, mode: str, *, limit: int | None = None,
-          work: str | None = None, backbones=None, crops=()) -> dict:
+def child(args: argparse.Namespace, which: str, mode: str, config: ExtractorConfig, *,
+          limit: int | None = None, work: str | None = None, crops=()) -> dict:
     """Run one mode in a fresh interpreter and read back its JSON (the last line of stdout)."""
     limit = limit or args.limit
     command = [sys.executable, str(Path(__file__).resolve()), "--mode", mode, "--set", which,
-               "--data", str(args.data), "--frames", str(args.frames),
+               "--data", str(args.data), "--config", json.dumps(config.to_dict()),
                "--workers", str(args.workers), *(["--limit", str(limit)] if limit else []),
-               *(["--detector", args.detector] if args.detector else []),
-               *(["--work", work] if work else []), *(f"--crop={c}" for c in crops),
-               *(f"--backbone={b}" for b in (backbones or args.backbone or []))]
+               *(["--work", work] if work else []), *(f"--crop={c}" for c in crops)]
     print(f"[{which}] {mode} on {limit or 'all'} videos...", file=sys.stderr, flush=True)
     before, started = cpu_seconds(), time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
@@ -281,6 +295,7 @@ def child(args: argparse.Namespace, which: str, mode: str, *, limit: int | None 
     result["frames_per_s"] = result["frames"] / seconds
     result["others_cores"] = round(max(busy - own, 0.0) / wall, 2)  # over the whole child
     result["steal_cores"] = round(steal / wall, 2)
+    result["source_changed"] = result.pop("source_sha256") != args.source
     print(f"[{which}] {mode}: {result['seconds']:.1f} s, {result['peak_rss_mib']:.0f} MiB",
           file=sys.stderr, flush=True)
     return result
@@ -290,18 +305,19 @@ def measure_set(args: argparse.Namespace, which: str, config: ExtractorConfig) -
     n_videos = len(select_items(args.data, which, args.limit))
     modes: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="fakeprobe-bench-") as work:
-        modes["decode"] = child(args, which, "decode", work=work)
-        modes["detect"] = child(args, which, "detect", work=work)
-        embeds = {f"embed:{name}": child(args, which, "embed", work=work, backbones=[name])
+        modes["decode"] = child(args, which, "decode", config, work=work)
+        modes["detect"] = child(args, which, "detect", config, work=work)
+        embeds = {f"embed:{name}": child(args, which, "embed", work=work,
+                                         config=dataclasses.replace(config, backbones=(name,)))
                   for name in config.backbones}
         crops = sorted({r["crop"] for r in embeds.values() if "crop" in r})
-        modes["align"] = child(args, which, "align", work=work, crops=crops)
+        modes["align"] = child(args, which, "align", config, work=work, crops=crops)
         modes.update(embeds)
-    modes["baseline"] = child(args, which, "baseline")
-    modes["e2e"] = child(args, which, "e2e")
+    modes["baseline"] = child(args, which, "baseline", config)
+    modes["e2e"] = child(args, which, "e2e", config)
     small = f"e2e-{args.memory_limit}"
     if n_videos > args.memory_limit:
-        modes[small] = child(args, which, "e2e", limit=args.memory_limit)
+        modes[small] = child(args, which, "e2e", config, limit=args.memory_limit)
     return {"videos": n_videos, "modes": modes, "checks": checks(modes, config, small)}
 
 
@@ -364,6 +380,8 @@ def markdown(report: dict) -> str:
                          f"| {r['frames_per_s']:.1f} | {r['cpu_s'] / max(r['videos'], 1):.3f} "
                          f"| {r['peak_rss_mib']:.0f} | {r['others_cores']:.2f} | {speed} "
                          f"| {floor} |")
+    if any(r.get("source_changed") for s in report["sets"].values() for r in s["modes"].values()):
+        lines.append("\nWARNING: fakeprobe's code changed during the run; rerun it.")
     return "\n".join(lines) + "\n"
 
 
@@ -385,6 +403,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json-out", type=Path, help="also write the JSON here")
     parser.add_argument("--markdown", type=Path, help="also write the markdown table here")
     parser.add_argument("--mode", choices=tuple(MODES), help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--crop", action="append", default=[], help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -395,11 +414,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.mode:
         print(json.dumps(run_mode(args)))
         return
-    config = make_config(args)
+    config, args.source = make_config(args), source_digest()
     report = {"benchmark": "extract", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "command": " ".join(["python", "benchmarks/extract.py", *sys.argv[1:]]),
               **machine_and_versions(), "config": config.to_dict(),
-              "workers": args.workers, "batch_size": BATCH, "limit": args.limit, "sets": {}}
+              "fakeprobe_source_sha256": args.source, "workers": args.workers,
+              "batch_size": BATCH, "limit": args.limit, "sets": {}}
     for which in SETS if args.set == "both" else (args.set,):
         report["sets"][which] = measure_set(args, which, config)
     text = json.dumps(report, indent=2)

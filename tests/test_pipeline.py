@@ -223,3 +223,20 @@ def test_ctrl_c_commits_finished_items(tmp_path, stub_config):
     assert 0 < saved <= n
     assert not fcache.staged_files(cache)
     _check_whole(cache, n, stub_config)
+
+
+def test_a_feature_set_made_with_other_weights_is_refused(media_tree, tmp_path, stub_config,
+                                                          monkeypatch):
+    from conftest import ColourStats
+
+    def weights(digest):
+        return lambda self: {"name": self.name, "dim": 6, "crop_size": 32, "crop_margin": 0.3,
+                             "weights_sha256": digest}
+
+    path = tmp_path / "c.h5"
+    monkeypatch.setattr(ColourStats, "config", weights("one"))
+    extract([media_tree], path, stub_config)
+    write_video(media_tree / "real" / "later.mp4", seed=9)
+    monkeypatch.setattr(ColourStats, "config", weights("other"))
+    with pytest.raises(ConfigMismatch, match="weights_sha256: 'one' vs 'other'"):
+        extract([media_tree], path, stub_config)

@@ -30,7 +30,8 @@ from fakeprobe import __version__
 from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.errors import CacheError, ConfigMismatch, FakeprobeError
 from fakeprobe.extractor.config import ExtractorConfig
-from fakeprobe.features.cache import SCHEMA_VERSION, CacheReader, check_config
+from fakeprobe.features.cache import (SCHEMA_VERSION, CacheReader, check_config,
+                                      feature_config_differences)
 
 MODEL_FORMAT = 1
 #: library -> the distributions that may provide it
@@ -107,13 +108,12 @@ class Model:
                 if name not in stored:
                     raise ConfigMismatch(f"{cache_path}: no feature set {name!r}, which the "
                                          "model needs (extract it with --backbone)")
-                trained = self.provenance["feature_configs"][name]
-                for key in ("sha256", "dim", "crop_size", "crop_margin"):
-                    if key in trained and stored[name].get(key) != trained[key]:
-                        raise ConfigMismatch(
-                            f"{cache_path}: feature set {name!r} has {key}="
-                            f"{stored[name].get(key)!r}, the model was trained with "
-                            f"{trained[key]!r}")
+                differences = feature_config_differences(
+                    self.provenance["feature_configs"][name], stored[name])
+                if differences:
+                    raise ConfigMismatch(
+                        f"{cache_path}: feature set {name!r} differs from the one the model was "
+                        f"trained on ({'; '.join(differences)}; model vs cache)")
 
 
 def save_model(path: Path | str, pipeline: Any, provenance: dict[str, Any]) -> Path:

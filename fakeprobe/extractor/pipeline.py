@@ -403,12 +403,12 @@ class Extractor:
 
 
 def _check_feature_config(name: str, stored: dict, current: dict, path: Path) -> None:
-    """A feature set must come from the same weights in every row of a cache."""
-    for key in ("sha256", "dim", "crop_size", "crop_margin"):
-        if key in stored and key in current and stored[key] != current[key]:
-            raise ConfigMismatch(
-                f"{path}: feature set {name!r} was made with {key}={stored[key]!r}, this run "
-                f"would use {current[key]!r}; use another --out file")
+    """A feature set must come from the same weights and crop in every row of a cache."""
+    differences = fcache.feature_config_differences(stored, current)
+    if differences:
+        raise ConfigMismatch(
+            f"{path}: feature set {name!r} was made otherwise than this run would make it "
+            f"({'; '.join(differences)}; cache vs now); use another --out file")
 
 
 def _rows_by_id(reader: fcache.CacheReader, ids: set[str]) -> dict[str, fcache.FrameRows]:

@@ -224,6 +224,13 @@ def check_config(stored: ExtractorConfig, wanted: ExtractorConfig, path: Path) -
                              "use the cache's settings or another --out file")
 
 
+def feature_config_differences(stored: dict, current: dict) -> list[str]:
+    """What two configs of one feature set disagree on (weights checksum, crop, dim, ...), as
+    ``key: stored vs current`` lines. Keys only one of them has are not compared."""
+    return [f"{key}: {stored[key]!r} vs {current[key]!r}"
+            for key in sorted(set(stored) & set(current)) if stored[key] != current[key]]
+
+
 def _append(dataset: h5py.Dataset, values: np.ndarray) -> int:
     start = dataset.shape[0]
     dataset.resize(start + len(values), axis=0)
