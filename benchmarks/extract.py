@@ -396,7 +396,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=ExtractorConfig().frames)
     parser.add_argument("--detector", help="default: the config's (yunet)")
     parser.add_argument("--backbone", action="append",
-                        help="repeatable; default: the config's (efficientnet-lite0)")
+                        help="repeatable; default: the config's")
     parser.add_argument("--workers", type=int, default=2, help="worker threads of e2e")
     parser.add_argument("--memory-limit", type=int, default=10,
                         help="e2e runs again on this many videos to compare peak RSS")

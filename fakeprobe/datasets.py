@@ -232,7 +232,6 @@ def _scan_folder(root: Path, frame_folders: bool, found: Discovery,
 # --- CSV manifests ---------------------------------------------------------------------------
 
 def _scan_csv(csv_path: Path, found: Discovery) -> None:
-    base = csv_path.parent.parent
     try:
         handle = csv_path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:

@@ -11,7 +11,7 @@ import numpy as np
 
 from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.classifiers.data import FrameData, Selection, load_frames
-from fakeprobe.classifiers.model import (Model, cache_fingerprint, check_versions, load_model,
+from fakeprobe.classifiers.model import (cache_fingerprint, check_versions, load_model,
                                          save_model)
 from fakeprobe.classifiers.training import (EvalReport, FoldResult, cross_validate, fake_proba,
                                             fit_final, grouped_folds, holdout, train_test)

@@ -28,7 +28,7 @@ import joblib
 
 from fakeprobe import __version__
 from fakeprobe.classifiers.aggregate import Aggregation
-from fakeprobe.errors import CacheError, ConfigMismatch, FakeprobeError
+from fakeprobe.errors import ConfigMismatch, FakeprobeError
 from fakeprobe.extractor.config import ExtractorConfig
 from fakeprobe.features.cache import (SCHEMA_VERSION, CacheReader, check_config,
                                       feature_config_differences)
@@ -180,4 +180,4 @@ def check_versions(model: Model) -> list[str]:
 
 
 __all__ = ["Model", "ModelIntegrityError", "cache_fingerprint", "check_versions", "load_model",
-           "read_provenance", "save_model", "CacheError"]
+           "read_provenance", "save_model"]

@@ -56,6 +56,10 @@ class ExtractSummary:
     committed: int = 0
     interrupted: bool = False
     seconds: float = 0.0
+    #: Seconds per stage. ``decode``, ``detect`` and ``align`` are summed over the worker threads
+    #: (they may add up to more than the wall time); ``embed:<name>``, ``stage`` and ``commit``
+    #: run in the main thread; ``main_wait`` is the main thread waiting for workers (when it is
+    #: a large share of the run, decoding and detection are what limits it).
     stage_seconds: dict[str, float] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -365,8 +369,10 @@ class Extractor:
                     in_flight[executor.submit(self.prepare, item, names, cached)] = item
                 if not in_flight and not ready:
                     break
+                t0 = time.perf_counter()
                 done, _ = wait(in_flight, timeout=0 if ready else None,
                                return_when=FIRST_COMPLETED)
+                seconds["main_wait"] += time.perf_counter() - t0  # high: workers limit the run
                 for future in done:
                     item = in_flight.pop(future)
                     try:
