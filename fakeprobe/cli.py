@@ -134,8 +134,9 @@ def extract(
     detector_weights: Annotated[Optional[Path], typer.Option(
         exists=True, dir_okay=False, help="Local model file for the detector.")] = None,
     keep_crops: Annotated[int, typer.Option(
-        min=0, help="Also store aligned face crops of this size (e.g. 128), to add backbones "
-        "later without decoding and to show thumbnails.")] = 0,
+        min=0, help="Also store aligned face crops of this size, for thumbnails and to add "
+        "backbones later without decoding: 224 serves every ImageNet backbone and sface "
+        "(crops are re-used only where no upsampling or extra margin is needed).")] = 0,
     frame_folders: Annotated[bool, typer.Option(
         "--frame-folders", help="Read each leaf folder of images as one video (its frames).")
                              ] = False,

@@ -20,7 +20,7 @@ import numpy as np
 
 from fakeprobe.datasets import Discovery, MediaItem, discover
 from fakeprobe.errors import ConfigMismatch, FakeprobeError, MediaError
-from fakeprobe.extractor.align import align_face
+from fakeprobe.extractor.align import align_face, can_recrop, recrop
 from fakeprobe.extractor.base import Backbone, CropSpec, Detector, Face
 from fakeprobe.extractor.components import BACKBONES, DETECTORS
 from fakeprobe.extractor.config import CONTEXT_MARGIN, ExtractorConfig
@@ -172,6 +172,7 @@ class Extractor:
         self.commit_every = commit_every
         self._local = threading.local()
         self.backbones: dict[str, Backbone] = {}
+        self._stored_crops: CropSpec | None = None  # geometry of the cache's stored crops
 
     # -- worker side --------------------------------------------------------------------------
     def _detector(self) -> Detector:
@@ -188,7 +189,7 @@ class Extractor:
         return specs
 
     def prepare(self, item: MediaItem, backbones: tuple[str, ...],
-                cached: fcache.FrameRows | None = None) -> Prepared:
+                cached: _Cached | None = None) -> Prepared:
         """Decode, detect and align one item (worker thread). ``cached`` rows mean the item is
         in the cache already and only needs new feature sets: its frames are re-read at the
         cached indices and aligned with the cached landmarks, so rows stay identical."""
@@ -199,7 +200,7 @@ class Extractor:
             group=item.group, dataset=item.dataset, method=item.method,
         )
         t0 = time.perf_counter()
-        indices = None if cached is None else np.unique(cached.frame_index)
+        indices = None if cached is None else np.unique(cached.frames.frame_index)
         info, frames = read_media(item.path, item.kind, indices, count=cfg.frames, fps=cfg.fps,
                                   max_frames=cfg.max_frames, max_pixels=cfg.max_pixels)
         seconds["decode"] += time.perf_counter() - t0
@@ -213,13 +214,36 @@ class Extractor:
             lost = [int(i) for i in indices if int(i) not in by_index]
             if lost:
                 raise MediaError(f"frames {lost[:5]} of the cached rows can no longer be decoded")
-            rows, origin = cached, [by_index[int(i)] for i in cached.frame_index]
+            rows = cached.frames
+            origin = [by_index[int(i)] for i in rows.frame_index]
             kind = "features"
         record.status = "ok" if rows.has_face.any() else "no_face"
         t0 = time.perf_counter()
         crops = align_rows(frames, rows, origin, self._crop_specs(backbones, cached is None))
         seconds["align"] += time.perf_counter() - t0
         return Prepared(item, kind, record, rows, crops, backbones, dict(seconds))
+
+    def can_use_crops(self, backbones: Iterable[str]) -> bool:
+        """True when the cache's stored crops can feed every one of ``backbones``."""
+        stored = self._stored_crops
+        return stored is not None and all(can_recrop(stored, self.backbones[n].crop)
+                                          for n in backbones)
+
+    def prepare_from_crops(self, cache_path: Path, item: MediaItem, backbones: tuple[str, ...],
+                           cached: _Cached) -> Prepared:
+        """New feature sets for a cached item, cut from its stored crops: nothing is decoded."""
+        t0 = time.perf_counter()
+        with fcache.CacheReader(cache_path) as reader:
+            videos = reader.videos()
+            position = int(np.flatnonzero(videos["id"] == item.id)[0])
+            record = fcache.VideoRecord(**{
+                key: _plain(videos[key][position]) if key != "label" else item.label
+                for key in fcache.VideoRecord.__dataclass_fields__})
+            stored = reader.crops(cached.rows)[cached.frames.has_face]
+        crops = {self.backbones[n].crop: recrop(stored, self._stored_crops,
+                                                self.backbones[n].crop) for n in backbones}
+        return Prepared(item, "features", record, cached.frames, crops, backbones,
+                        {"recrop": time.perf_counter() - t0})
 
     # -- main-thread side ---------------------------------------------------------------------
     def _embed(self, batch: list[Prepared], seconds: dict[str, float]) -> list[dict]:
@@ -268,11 +292,11 @@ class Extractor:
                     batch_size=self.batch_size)
 
     def _plan(self, cache_path: Path, items: list[MediaItem], summary: ExtractSummary
-              ) -> list[tuple[MediaItem, tuple[str, ...], fcache.FrameRows | None]]:
+              ) -> list[tuple[MediaItem, tuple[str, ...], _Cached | None]]:
         """What each item still needs: everything, some feature sets, or nothing."""
         wanted = tuple(self.config.backbones)
         state: dict[str, tuple[str, set[str]]] = {}
-        cached_rows: dict[str, fcache.FrameRows] = {}
+        cached_rows: dict[str, _Cached] = {}
         if cache_path.exists():
             with fcache.CacheReader(cache_path) as reader:
                 fcache.check_config(reader.config, self.config, cache_path)
@@ -285,6 +309,8 @@ class Extractor:
                               if st in fcache.READ_STATUSES and set(wanted) - done}
                 if needs_rows:
                     cached_rows = _rows_by_id(reader, needs_rows)
+                self._stored_crops = (CropSpec(self.config.keep_crops, CONTEXT_MARGIN)
+                                      if reader.has_crops else None)
         plan = []
         for item in items:
             if item.id not in state or state[item.id][0] in fcache.RETRY_STATUSES:
@@ -363,6 +389,9 @@ class Extractor:
                     if entry is None:
                         break
                     item, names, cached = entry
+                    if cached is not None and self.can_use_crops(names):
+                        ready.append(self.prepare_from_crops(cache_path, item, names, cached))
+                        continue
                     if not item.exists:
                         record_failure(item, MediaError("file not found", status="missing"))
                         continue
@@ -417,15 +446,28 @@ def _check_feature_config(name: str, stored: dict, current: dict, path: Path) ->
             f"({'; '.join(differences)}; cache vs now); use another --out file")
 
 
-def _rows_by_id(reader: fcache.CacheReader, ids: set[str]) -> dict[str, fcache.FrameRows]:
+def _plain(value):
+    """A numpy scalar as the Python value (for JSON)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+@dataclass(frozen=True)
+class _Cached:
+    """An item's rows in the cache: their position and their columns."""
+
+    rows: slice
+    frames: fcache.FrameRows
+
+
+def _rows_by_id(reader: fcache.CacheReader, ids: set[str]) -> dict[str, _Cached]:
     videos = reader.videos()
     frames = reader.frames()
     out = {}
     for position, rows in reader.iter_video_rows():
         vid = videos["id"][position]
         if vid in ids:
-            out[vid] = fcache.FrameRows(**{k: v[rows] for k, v in frames.items()
-                                           if k != "video"})
+            out[vid] = _Cached(rows, fcache.FrameRows(**{k: v[rows] for k, v in frames.items()
+                                                          if k != "video"}))
     return out
 
 
