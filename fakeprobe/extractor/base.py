@@ -72,6 +72,15 @@ class Backbone(ABC):
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """``(n, S, S, 3)`` uint8 RGB crops of ``self.crop.size`` -> ``(n, dim)`` float32."""
 
+    def check_crops(self, crops: np.ndarray) -> np.ndarray:
+        """``crops`` as an array, or ValueError if they are not this backbone's crops."""
+        crops = np.asarray(crops)
+        size = self.crop.size
+        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
+            raise ValueError(f"{self.name} expects (n, {size}, {size}, 3) uint8 RGB crops, got "
+                             f"{crops.shape} {crops.dtype}")
+        return crops
+
     def config(self) -> dict:
         """Settings and weights identity, stored in the cache for provenance."""
         return {"name": self.name, "dim": self.dim, "crop_size": self.crop.size,

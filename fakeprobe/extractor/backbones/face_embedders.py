@@ -139,14 +139,6 @@ def _weights_file(weights: str | Path | None, package: str, relative: str, expec
     return path
 
 
-def _check_crops(crops: Any, name: str, size: int) -> np.ndarray:
-    crops = np.asarray(crops)
-    if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
-        raise ValueError(f"{name} expects (n, {size}, {size}, 3) uint8 RGB crops, got "
-                         f"{crops.shape} {crops.dtype}")
-    return crops
-
-
 def _l2_normalise(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norm, 1e-12)).astype(np.float32)
@@ -197,7 +189,7 @@ class SFaceBackbone(Backbone):
             raise WeightsError(f"OpenCV cannot load {self.weights_path}: {exc}") from exc
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
-        crops = _check_crops(crops, self.name, self.crop.size)
+        crops = self.check_crops(crops)
         out = np.empty((len(crops), self.dim), dtype=np.float32)
         net = self._nets.get()
         for start in range(0, len(crops), self.batch_size):
@@ -248,7 +240,7 @@ class DlibResNetBackbone(Backbone):
 
     def chips(self, crops: np.ndarray) -> list[np.ndarray]:
         """The 150x150 dlib chips cut from ``(n, 200, 200, 3)`` ArcFace crops."""
-        crops = _check_crops(crops, self.name, self.crop.size)
+        crops = self.check_crops(crops)
         top, left = DLIB_WINDOW
         window = crops[:, top:top + DLIB_CHIP_SIZE, left:left + DLIB_CHIP_SIZE]
         return [np.ascontiguousarray(chip) for chip in window]

@@ -88,11 +88,7 @@ class KerasBackbone(Backbone):
         self._forward = forward
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
-        crops = np.asarray(crops)
-        size = self.crop.size
-        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
-            raise ValueError(f"{self.name} expects (n, {size}, {size}, 3) uint8 RGB crops, got "
-                             f"{crops.shape} {crops.dtype}")
+        crops = self.check_crops(crops)
         out = np.empty((len(crops), self.dim), dtype=np.float32)
         with self._tf.device(self.device):
             for start in range(0, len(crops), self.batch_size):

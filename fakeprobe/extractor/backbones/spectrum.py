@@ -121,11 +121,7 @@ class SpectrumBackbone(Backbone):
         self._matrix = radial_profile_matrix(self.crop.size, self.dim)
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
-        crops = np.asarray(crops)
-        size = self.crop.size
-        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
-            raise ValueError(f"{self.name} expects (n, {size}, {size}, 3) uint8 RGB crops, got "
-                             f"{crops.shape} {crops.dtype}")
+        crops = self.check_crops(crops)
         n = len(crops)
         if n == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
