@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -49,8 +50,19 @@ def _handles_errors(command):
     return wrapper
 
 
+def _finite(data: object) -> object:
+    """NaN and infinities as null: strict JSON has no NaN (an image has no timestamp)."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
+
+
 def _print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(_finite(data), indent=2, default=str, allow_nan=False) + "\n")
 
 
 def _parse_weights(values: list[str]) -> dict[str, str]:
@@ -200,8 +212,10 @@ def _print_extract_summary(summary) -> None:
     ]
     for key, value in rows:
         table.add_row(key, str(value))
+    workers = {"decode", "detect", "align"}
     for stage, secs in sorted(summary.stage_seconds.items()):
-        table.add_row(f"  time in {stage}", f"{secs:.1f} s")
+        where = " (all workers)" if stage in workers else ""
+        table.add_row(f"  time in {stage}{where}", f"{secs:.1f} s")
     err.print(table)
     if summary.failures:
         failures = Table(title="failures (recorded in the cache)")
@@ -545,7 +559,9 @@ def predict(
             writer.writerow(["id", "frame", "time", "track", "fake_probability"])
             for p in result.predictions:
                 for point in p.timeline:
-                    writer.writerow([p.id, point["frame"], f"{point['time']:.3f}",
+                    time_s = point["time"]
+                    writer.writerow([p.id, point["frame"],
+                                     f"{time_s:.3f}" if math.isfinite(time_s) else "",
                                      point["track"], f"{point['score']:.6f}"])
     if as_json:
         _print_json(result.to_dict())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from fakeprobe.cli import app
@@ -86,3 +87,17 @@ def test_components_lists_the_registries():
     backbones = {b["name"] for b in data["backbone"]}
     assert {"yunet", "dlib-hog", "mtcnn"} <= detectors
     assert {"efficientnet-lite0", "mobilenet-v2"} <= backbones
+
+
+def test_json_output_is_strict_json_even_for_images(tmp_path):
+    from conftest import write_image
+
+    folder = tmp_path / "in" / "real"
+    folder.mkdir(parents=True)
+    write_image(folder / "a.png")
+    result = runner.invoke(app, ["extract", str(tmp_path / "in"), "--out",
+                                 str(tmp_path / "c.h5"), *STUBS, "--json"])
+    assert result.exit_code == 0
+    json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+    info = runner.invoke(app, ["info", str(tmp_path / "c.h5"), "--json"])
+    json.loads(info.stdout, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
