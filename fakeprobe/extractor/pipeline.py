@@ -234,15 +234,10 @@ class Extractor:
         """New feature sets for a cached item, cut from its stored crops: nothing is decoded."""
         t0 = time.perf_counter()
         with fcache.CacheReader(cache_path) as reader:
-            videos = reader.videos()
-            position = int(np.flatnonzero(videos["id"] == item.id)[0])
-            record = fcache.VideoRecord(**{
-                key: _plain(videos[key][position]) if key != "label" else item.label
-                for key in fcache.VideoRecord.__dataclass_fields__})
             stored = reader.crops(cached.rows)[cached.frames.has_face]
         crops = {self.backbones[n].crop: recrop(stored, self._stored_crops,
                                                 self.backbones[n].crop) for n in backbones}
-        return Prepared(item, "features", record, cached.frames, crops, backbones,
+        return Prepared(item, "features", cached.record, cached.frames, crops, backbones,
                         {"recrop": time.perf_counter() - t0})
 
     # -- main-thread side ---------------------------------------------------------------------
@@ -453,8 +448,9 @@ def _plain(value):
 
 @dataclass(frozen=True)
 class _Cached:
-    """An item's rows in the cache: their position and their columns."""
+    """An item as the cache holds it: its record, its rows' position and their columns."""
 
+    record: fcache.VideoRecord
     rows: slice
     frames: fcache.FrameRows
 
@@ -462,12 +458,17 @@ class _Cached:
 def _rows_by_id(reader: fcache.CacheReader, ids: set[str]) -> dict[str, _Cached]:
     videos = reader.videos()
     frames = reader.frames()
+    labels = {"real": "real", "fake": "fake"}
     out = {}
     for position, rows in reader.iter_video_rows():
         vid = videos["id"][position]
         if vid in ids:
-            out[vid] = _Cached(rows, fcache.FrameRows(**{k: v[rows] for k, v in frames.items()
-                                                          if k != "video"}))
+            record = fcache.VideoRecord(**{
+                key: labels.get(videos[key][position]) if key == "label"
+                else _plain(videos[key][position])
+                for key in fcache.VideoRecord.__dataclass_fields__})
+            out[vid] = _Cached(record, rows, fcache.FrameRows(
+                **{k: v[rows] for k, v in frames.items() if k != "video"}))
     return out
 
 
