@@ -1,0 +1,1 @@
+"""Synthetic training data: pseudo-fakes made from real faces (self-blended images)."""
