@@ -336,7 +336,8 @@ HoldoutOpt = Annotated[Optional[float], typer.Option(
     min=0.05, max=0.95, help="Instead of CV: hold out this share of the groups.")]
 EvalOpt = Annotated[Optional[Path], typer.Option(
     "--eval", exists=True, dir_okay=False,
-    help="Instead of CV: train on CACHE, test on this other cache (cross-dataset).")]
+    help="Instead of CV: train on CACHE (after the filters), test on every labelled item of "
+    "this other cache (cross-dataset).")]
 SearchOpt = Annotated[Optional[str], typer.Option(
     help="Hyperparameter search inside the training folds: grid or random.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random state of splits and heads.")]
@@ -363,13 +364,12 @@ def _aggregation(aggregate, smooth, window, alpha):
         raise typer.BadParameter(str(exc)) from None
 
 
-def _protocol(cv, holdout, eval_cache, search, seed, selection, smote=False):
+def _protocol(cv, holdout, eval_cache, search, seed, smote=False):
     from fakeprobe.classifiers.api import Protocol
 
     if search not in (None, "grid", "random"):
         raise typer.BadParameter("use grid or random", param_hint="--search")
-    return Protocol(folds=cv, holdout=holdout, eval_cache=eval_cache,
-                    eval_selection=selection if eval_cache else None, search=search,
+    return Protocol(folds=cv, holdout=holdout, eval_cache=eval_cache, search=search,
                     random_state=seed, smote=smote)
 
 
@@ -431,8 +431,7 @@ def _fit_command(head: str):
                                                       f.split("+")],
                      selection=selection, aggregation=_aggregation(aggregate, smooth, window,
                                                                    alpha),
-                     protocol=_protocol(cv, holdout, eval_cache, search, seed, selection,
-                                        smote))
+                     protocol=_protocol(cv, holdout, eval_cache, search, seed, smote))
         if as_json:
             _print_json(result.to_dict())
             return
@@ -475,7 +474,7 @@ def compare(
     result = run_compare(
         cache, head or ["svm", "xgb", "logreg"], [tuple(f.split("+")) for f in features],
         selection=selection, aggregation=_aggregation(aggregate, smooth, window, alpha),
-        protocol=_protocol(cv, holdout, eval_cache, search, seed, selection, smote),
+        protocol=_protocol(cv, holdout, eval_cache, search, seed, smote),
         progress=None if as_json else (lambda m: err.print(f"[dim]fitting {m}[/]")))
     if as_json:
         _print_json(result.to_dict())

@@ -103,3 +103,9 @@ def test_eer_and_youden_known_answers():
     swapped = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])  # one of each crosses
     assert equal_error_rate(y, swapped)[0] == pytest.approx(0.25)
     assert equal_error_rate(np.array([1, 1]), np.array([0.1, 0.2])) is None
+
+
+def test_metrics_of_nothing_are_empty_not_an_error():
+    m = binary_metrics(np.zeros(0, int), np.zeros(0))
+    assert m["n"] == 0 and m["accuracy"] is None and m["roc_auc"] is None
+    assert m["confusion"] == {"tn": 0, "fp": 0, "fn": 0, "tp": 0}

@@ -214,3 +214,12 @@ def test_smote_heads_resample_inside_the_training_folds(synthetic):
     assert list(head.named_steps) == ["scale", "smote", "clf"]
     report = cross_validate(data, "logreg", n_splits=3, head_params={"smote": True})
     assert report.video["roc_auc"] > 0.9
+
+
+def test_eval_on_another_cache_ignores_the_training_filters(synthetic, tmp_path):
+    other = make_cache(tmp_path / "other.h5", dataset="e", seed=3)
+    result = runner.invoke(app, ["fit-logreg", str(synthetic), "--dataset", "d", "--eval",
+                                 str(other), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["report"]
+    assert report["protocol"] == "train/test" and report["video"]["n"] == 24

@@ -64,7 +64,11 @@ def _evaluate_head(data: FrameData, head: str, aggregation: Aggregation, protoco
 def _load_test(protocol: Protocol, features: tuple[str, ...]) -> FrameData | None:
     if protocol.eval_cache is None:
         return None
-    return load_frames(protocol.eval_cache, features, protocol.eval_selection or Selection())
+    test = load_frames(protocol.eval_cache, features, protocol.eval_selection or Selection())
+    if test.n_videos == 0:
+        raise FakeprobeError(f"{protocol.eval_cache}: no labelled item with a face and the "
+                             f"features {'+'.join(features)} to test on")
+    return test
 
 
 @dataclass

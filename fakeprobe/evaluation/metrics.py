@@ -61,7 +61,10 @@ def binary_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.
     if len(y_true) != len(scores):
         raise ValueError("labels and scores differ in length")
     predicted = (scores >= threshold).astype(int)
-    tn, fp, fn, tp = skm.confusion_matrix(y_true, predicted, labels=[0, 1]).ravel()
+    tn = int(((y_true == 0) & (predicted == 0)).sum())
+    fp = int(((y_true == 0) & (predicted == 1)).sum())
+    fn = int(((y_true == 1) & (predicted == 0)).sum())
+    tp = int(((y_true == 1) & (predicted == 1)).sum())
     both = len(np.unique(y_true)) == 2
     clipped = np.clip(scores, LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
     eer = equal_error_rate(y_true, scores) if both else None
