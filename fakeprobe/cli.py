@@ -503,7 +503,7 @@ def evaluate(
     report, warnings = run_evaluate(model, cache, _selection(dataset, method, exclude_dataset,
                                                               exclude_method))
     for warning in warnings:
-        err.print(f"[yellow]version[/] {warning}")
+        err.print(f"[yellow]warning[/] {warning}", highlight=False)
     if as_json:
         _print_json({"report": report.to_dict(), "warnings": warnings})
         return

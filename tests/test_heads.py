@@ -60,7 +60,8 @@ def test_balanced_weights_make_videos_and_classes_count_equally():
 # --- a synthetic cache with a known signal ---------------------------------------------------
 
 def make_cache(path: Path, n_groups: int = 8, shift: float = 2.0, seed: int = 0,
-               dataset: str = "d", no_face: bool = True) -> Path:
+               dataset: str = "d", no_face: bool = True,
+               config: ExtractorConfig | None = None) -> Path:
     """Per group 1 real and 2 fakes (8 frames each); fakes are shifted along feature 0. One
     extra real has no face at all."""
     rng = np.random.default_rng(seed)
@@ -89,7 +90,7 @@ def make_cache(path: Path, n_groups: int = 8, shift: float = 2.0, seed: int = 0,
                                     method="A", status="no_face")
         fcache.stage(path, fcache.StagedItem(record, rows=rows(8, face=False),
                                              features={"feat": np.full((8, 6), np.nan)}))
-    fcache.commit(path, ExtractorConfig(frames=8, backbones=("feat",)),
+    fcache.commit(path, config or ExtractorConfig(frames=8, backbones=("feat",)),
                   {"feat": {"name": "feat", "dim": 6, "sha256": "abc"}})
     return path
 
@@ -223,3 +224,18 @@ def test_eval_on_another_cache_ignores_the_training_filters(synthetic, tmp_path)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)["report"]
     assert report["protocol"] == "train/test" and report["video"]["n"] == 24
+
+
+def test_a_model_refuses_other_faces_and_warns_about_other_sampling(synthetic, tmp_path):
+    model_path = tmp_path / "m.fpm"
+    api.fit(synthetic, "logreg", model_path)
+    sampled = make_cache(tmp_path / "s.h5", dataset="e", seed=4,
+                         config=ExtractorConfig(frames=16, backbones=("feat",)))
+    report, warnings = api.evaluate(model_path, sampled)
+    assert report.video["n"] == 24
+    assert warnings == ["extraction differs: frames: model 8 vs cache 16"]
+    detected = make_cache(tmp_path / "d.h5", dataset="f", seed=5,
+                          config=ExtractorConfig(frames=8, detector="dlib-hog",
+                                                 backbones=("feat",)))
+    with pytest.raises(ConfigMismatch, match="detector: model 'yunet' vs cache 'dlib-hog'"):
+        api.evaluate(model_path, detected)

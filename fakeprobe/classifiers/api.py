@@ -164,9 +164,10 @@ def compare(cache_path: Path, heads: Sequence[str], feature_sets: Sequence[tuple
 
 def evaluate(model_path: Path, cache_path: Path, selection: Selection | None = None
              ) -> tuple[EvalReport, list[str]]:
-    """Score a cache with a saved model at its threshold; also return version warnings."""
+    """Score a cache with a saved model at its threshold; also return warnings (sampling
+    that differs from the training cache, library versions)."""
     model = load_model(model_path)
-    model.check_cache(cache_path)
+    warnings = [f"extraction differs: {w}" for w in model.check_cache(cache_path)]
     data = load_frames(cache_path, model.features, selection or Selection())
     if not len(data.y):
         raise FakeprobeError(f"{cache_path}: no usable item for this model")
@@ -195,7 +196,7 @@ def evaluate(model_path: Path, cache_path: Path, selection: Selection | None = N
                       for i in np.flatnonzero(~np.isnan(videos))],
         excluded=data.excluded, n_frames=int(frame_ok.sum()),
     )
-    return report, check_versions(model)
+    return report, warnings + check_versions(model)
 
 
 @dataclass

@@ -30,10 +30,14 @@ from fakeprobe import __version__
 from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.errors import ConfigMismatch, FakeprobeError
 from fakeprobe.extractor.config import ExtractorConfig
-from fakeprobe.features.cache import (SCHEMA_VERSION, CacheReader, check_config,
-                                      feature_config_differences)
+from fakeprobe.features.cache import SCHEMA_VERSION, CacheReader, feature_config_differences
 
 MODEL_FORMAT = 1
+#: Extractor settings that decide what a face crop is: a cache that differs in one of them is
+#: refused by a model.
+FACE_FIELDS = ("detector", "detect_size", "min_face_score")
+#: Extractor settings that decide which frames are scored: a difference is reported, not refused.
+SAMPLING_FIELDS = ("frames", "fps", "max_frames", "all_faces", "track_iou")
 #: library -> the distributions that may provide it
 _LIBRARIES = {"numpy": ("numpy",), "scikit-learn": ("scikit-learn",),
               "xgboost": ("xgboost", "xgboost-cpu"), "scipy": ("scipy",),
@@ -94,15 +98,30 @@ class Model:
     def extractor_config(self) -> ExtractorConfig:
         return ExtractorConfig.from_dict(self.provenance["extractor_config"])
 
-    def check_cache(self, cache_path: Path | str) -> None:
-        """Raise :class:`ConfigMismatch` if the cache was extracted differently from the
-        training cache (sampling, detector, or the weights behind a feature set)."""
+    def check_cache(self, cache_path: Path | str) -> list[str]:
+        """Check a cache against the training cache's extraction.
+
+        Raises :class:`ConfigMismatch` when its features cannot mean the same thing (another
+        schema, detector or detection size, or other weights or crops behind a feature set);
+        returns warnings for sampling differences (frames per video, all faces), which change
+        the video scores' statistics but not what a frame score means.
+        """
+        trained = self.extractor_config
         with CacheReader(cache_path) as cache:
             if cache.attrs["schema_version"] != self.provenance["cache_schema_version"]:
                 raise ConfigMismatch(
                     f"{cache_path}: cache schema {cache.attrs['schema_version']}, the model "
                     f"was trained on schema {self.provenance['cache_schema_version']}")
-            check_config(self.extractor_config, cache.config, Path(cache_path))
+            differences = trained.row_differences(cache.config)
+            hard = {k: v for k, v in differences.items() if k in FACE_FIELDS}
+            if hard:
+                detail = ", ".join(f"{k}: model {a!r} vs cache {b!r}" for k, (a, b) in
+                                   hard.items())
+                raise ConfigMismatch(f"{cache_path}: faces were found otherwise than in the "
+                                     f"training cache ({detail}); extract it again with the "
+                                     "model's settings (see `fakeprobe info`)")
+            warnings = [f"{k}: model {a!r} vs cache {b!r}" for k, (a, b) in differences.items()
+                        if k in SAMPLING_FIELDS]
             stored = cache.feature_sets
             for name in self.features:
                 if name not in stored:
@@ -114,6 +133,7 @@ class Model:
                     raise ConfigMismatch(
                         f"{cache_path}: feature set {name!r} differs from the one the model was "
                         f"trained on ({'; '.join(differences)}; model vs cache)")
+        return warnings
 
 
 def save_model(path: Path | str, pipeline: Any, provenance: dict[str, Any]) -> Path:
