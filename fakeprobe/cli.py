@@ -199,6 +199,15 @@ def extract(
         raise typer.Exit(1)
 
 
+def _failures_table(failures: list[dict[str, str]], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("id", "status", "error"):
+        table.add_column(column)
+    for failure in failures:
+        table.add_row(failure["id"], failure["status"], failure["error"])
+    return table
+
+
 def _print_extract_summary(summary) -> None:
     table = Table(title=f"extract -> {summary.cache}", show_header=False)
     table.add_column(style="bold")
@@ -218,12 +227,7 @@ def _print_extract_summary(summary) -> None:
         table.add_row(f"  time in {stage}{where}", f"{secs:.1f} s")
     err.print(table)
     if summary.failures:
-        failures = Table(title="failures (recorded in the cache)")
-        for column in ("id", "status", "error"):
-            failures.add_column(column)
-        for failure in summary.failures:
-            failures.add_row(failure["id"], failure["status"], failure["error"])
-        err.print(failures)
+        err.print(_failures_table(summary.failures, "failures (recorded in the cache)"))
 
 
 @app.command()
@@ -269,12 +273,8 @@ def info(
         config.add_row(key, str(value))
     out.print(config)
     if summary["failures"]:
-        failures = Table(title=f"failures ({len(summary['failures'])})")
-        for column in ("id", "status", "error"):
-            failures.add_column(column)
-        for failure in summary["failures"]:
-            failures.add_row(failure["id"], failure["status"], failure["error"])
-        out.print(failures)
+        out.print(_failures_table(summary["failures"],
+                                  f"failures ({len(summary['failures'])})"))
 
 
 @app.command()

@@ -10,7 +10,12 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from fakeprobe.errors import FakeprobeError
-from fakeprobe.features.cache import READ_STATUSES, CacheReader
+from fakeprobe.features.cache import LABEL_CODES, READ_STATUSES, CacheReader
+
+
+def label_codes(labels: Sequence[str]) -> np.ndarray:
+    """1 for fake, 0 for real, -1 for unlabelled (the cache's ``LABEL_CODES``)."""
+    return np.array([LABEL_CODES.get(label or None, -1) for label in labels], dtype=int)
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class FrameData:
 
     @property
     def video_labels(self) -> np.ndarray:
-        return np.array([{"fake": 1, "real": 0}.get(l, -1) for l in self.videos["label"]])
+        return label_codes(self.videos["label"])
 
     @property
     def groups(self) -> np.ndarray:
@@ -143,7 +148,7 @@ def load_frames(cache_path: Path | str, features: Iterable[str],
     remap[positions] = np.arange(len(positions))
     video = remap[frames["video"][row_index]]
     sel_videos = {k: v[positions] for k, v in videos.items()}
-    labels = np.array([{"fake": 1, "real": 0}.get(l, -1) for l in sel_videos["label"]])
+    labels = label_codes(sel_videos["label"])
     return FrameData(
         X=X.astype(np.float32, copy=False), y=labels[video] if len(video) else
         np.zeros(0, int), video=video, frame_index=frames["frame_index"][row_index],

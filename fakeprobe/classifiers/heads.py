@@ -238,21 +238,26 @@ def balanced_weights(y: np.ndarray, video: np.ndarray) -> np.ndarray:
     return w * len(w) / w.sum()
 
 
-def fit_head(head: Pipeline, X: np.ndarray, y: np.ndarray, video: np.ndarray,
-             groups: np.ndarray | None = None) -> Pipeline:
-    """Fit a head with :func:`balanced_weights` (and grouped calibration for the SVM).
-
-    A SMOTE head balances by resampling instead: rows change, so no per-row weights or groups
-    can follow them."""
-    clf = head.named_steps["clf"]
-    if clf.__class__.__name__ == "XGBClassifier" and clf.get_params()["n_jobs"] is None:
-        clf.set_params(n_jobs=1 if len(X) < XGB_THREADS_FROM_ROWS else os.cpu_count())
+def fit_params(head: Pipeline, y: np.ndarray, video: np.ndarray,
+               groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The per-row fit parameters of a head: :func:`balanced_weights`, and the groups of the
+    SVM's calibration folds. A SMOTE head balances by resampling instead: rows change, so no
+    per-row weights or groups can follow them."""
     if "smote" in head.named_steps:
-        return head.fit(X, y)
+        return {}
     params = {"clf__sample_weight": balanced_weights(y, video)}
     if isinstance(head.named_steps["clf"], AutoSVC) and groups is not None:
         params["clf__groups"] = groups
-    return head.fit(X, y, **params)
+    return params
+
+
+def fit_head(head: Pipeline, X: np.ndarray, y: np.ndarray, video: np.ndarray,
+             groups: np.ndarray | None = None) -> Pipeline:
+    """Fit a head with its :func:`fit_params` (XGBoost's threads set by the size of X)."""
+    clf = head.named_steps["clf"]
+    if clf.__class__.__name__ == "XGBClassifier" and clf.get_params()["n_jobs"] is None:
+        clf.set_params(n_jobs=1 if len(X) < XGB_THREADS_FROM_ROWS else os.cpu_count())
+    return head.fit(X, y, **fit_params(head, y, video, groups))
 
 
 def new_head(name: str, random_state: int = 0, **params) -> Pipeline:
@@ -260,4 +265,4 @@ def new_head(name: str, random_state: int = 0, **params) -> Pipeline:
 
 
 __all__ = ["AutoSVC", "HEADS", "NystroemSVC", "SEARCH_SPACES", "balanced_weights", "fit_head",
-           "new_head"]
+           "fit_params", "new_head"]

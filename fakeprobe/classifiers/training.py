@@ -19,8 +19,7 @@ from sklearn.pipeline import Pipeline
 
 from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.classifiers.data import FrameData
-from fakeprobe.classifiers.heads import (SEARCH_SPACES, AutoSVC, balanced_weights, fit_head,
-                                         new_head)
+from fakeprobe.classifiers.heads import SEARCH_SPACES, fit_head, fit_params, new_head
 from fakeprobe.errors import FakeprobeError
 from fakeprobe.evaluation.metrics import binary_metrics, youden_threshold
 from fakeprobe.evaluation.resources import measure
@@ -131,12 +130,7 @@ def _search(head: Pipeline, name: str, data: FrameData, rows: np.ndarray, mode: 
     else:
         searcher = RandomizedSearchCV(head, space, n_iter=n_iter, scoring="roc_auc", cv=cv,
                                       n_jobs=1, random_state=random_state)
-    params = {}
-    if "smote" not in head.named_steps:  # SMOTE resamples rows: weights cannot follow
-        params["clf__sample_weight"] = balanced_weights(y, video)
-        if isinstance(head.named_steps["clf"], AutoSVC):
-            params["clf__groups"] = groups
-    searcher.fit(X, y, **params)
+    searcher.fit(X, y, **fit_params(head, y, video, groups))
     return dict(searcher.best_params_)
 
 
