@@ -50,19 +50,10 @@ def _handles_errors(command):
     return wrapper
 
 
-def _finite(data: object) -> object:
-    """NaN and infinities as null: strict JSON has no NaN (an image has no timestamp)."""
-    if isinstance(data, float) and not math.isfinite(data):
-        return None
-    if isinstance(data, dict):
-        return {k: _finite(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_finite(v) for v in data]
-    return data
-
-
 def _print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(_finite(data), indent=2, default=str, allow_nan=False) + "\n")
+    from fakeprobe.evaluation.runs import finite
+
+    sys.stdout.write(json.dumps(finite(data), indent=2, default=str, allow_nan=False) + "\n")
 
 
 def _parse_weights(values: list[str]) -> dict[str, str]:
@@ -115,6 +106,35 @@ class _ProgressReporter:
             failed=f"{self.failed} failed" if self.failed else "")
 
 
+BlendSeedOpt = Annotated[int, typer.Option(
+    "--blend-seed", help="Seed of the self-blend parameters (one draw per item and face "
+    "track, from the seed and the source's id).")]
+BlendMaskOpt = Annotated[Optional[str], typer.Option(
+    "--blend-mask", help="Self-blend mask: hull (of the face outline) or ellipse.")]
+BlendConfigOpt = Annotated[Optional[Path], typer.Option(
+    "--blend-config", exists=True, dir_okay=False,
+    help="JSON of self-blend ranges (keys of fakeprobe.synth.blend.BlendConfig: mask, erode, "
+    "blur, blend_ratio, scale, shift, hue, saturation, brightness, contrast, sharpen_or_blur, "
+    "sharpen_amount, filter_sigma); `fakeprobe synth --show-config` prints the defaults.")]
+
+
+def _blend_config(config_path: Path | None, mask: str | None):
+    import dataclasses
+
+    from fakeprobe.errors import FakeprobeError
+    from fakeprobe.synth.blend import BlendConfig
+
+    try:
+        config = BlendConfig()
+        if config_path is not None:
+            config = BlendConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+        if mask is not None:
+            config = dataclasses.replace(config, mask=mask)
+    except (ValueError, TypeError) as exc:
+        raise FakeprobeError(f"blend settings: {exc}") from None
+    return config
+
+
 @app.command()
 @_handles_errors
 def extract(
@@ -159,6 +179,12 @@ def extract(
                           ] = 40_000_000,
     commit_every: Annotated[float, typer.Option(
         help="Seconds between commits of finished items into the cache.")] = 600.0,
+    self_blend: Annotated[bool, typer.Option(
+        "--self-blend", help="Also cache a self-blended pseudo-fake of every real item "
+        "(blended in memory, never re-encoded; id ITEM#self_blend, method self_blend, in the "
+        "real's group), to train on real footage alone (`--train-fakes self-blend`).")] = False,
+    blend_seed: BlendSeedOpt = 0, blend_mask: BlendMaskOpt = None,
+    blend_config: BlendConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")
                        ] = False,
 ) -> None:
@@ -168,7 +194,11 @@ def extract(
     another --backbone). A crash or Ctrl-C loses nothing: run the same command again.
     """
     from fakeprobe.extractor.config import ExtractorConfig
+    from fakeprobe.extractor.pipeline import SelfBlend
     from fakeprobe.extractor.pipeline import extract as run_extract
+
+    blending = (SelfBlend(_blend_config(blend_config, blend_mask), blend_seed)
+                if self_blend else None)
 
     config = ExtractorConfig(
         frames=frames, fps=fps, max_frames=max_frames, detector=detector,
@@ -183,6 +213,7 @@ def extract(
                 batch_size=batch_size, weights=_parse_weights(weights),
                 detector_weights=str(detector_weights) if detector_weights else None,
                 commit_every=commit_every, frame_folders=frame_folders, reporter=reporter,
+                self_blend=blending,
             )
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted[/]: finished items are saved in {out_path}; run the "
@@ -197,6 +228,126 @@ def extract(
     if not summary.ok:
         err.print("[red]error[/]: no item could be extracted")
         raise typer.Exit(1)
+
+
+@app.command()
+@_handles_errors
+def synth(
+    inputs: Annotated[list[Path], typer.Argument(
+        help="Real videos and images, folders or manifests (items labelled fake are left "
+        "out; unlabelled ones are taken as real footage).", show_default=False)] = [],
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", file_okay=False, help="Folder for the pseudo-fakes and labels.csv.")
+                       ] = None,
+    seed: BlendSeedOpt = 0, blend_mask: BlendMaskOpt = None,
+    blend_config: BlendConfigOpt = None,
+    detector: Annotated[str, typer.Option(help="Face detector: yunet, dlib-hog or mtcnn.")
+                        ] = "yunet",
+    detect_size: Annotated[int, typer.Option(min=64, help="Longest side the detector sees.")
+                           ] = 640,
+    max_frames: Annotated[Optional[int], typer.Option(
+        min=1, help="Write at most this many frames per video (default: all).")] = None,
+    contact_sheet: Annotated[Optional[Path], typer.Option(
+        "--contact-sheet", dir_okay=False, help="Also write a PNG of real crops beside their "
+        "self-blended versions (and the blend mask) to check the blends by eye.")] = None,
+    show_config: Annotated[bool, typer.Option(
+        "--show-config", help="Print the blend settings as JSON (a --blend-config file) and "
+        "exit.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")
+                       ] = False,
+) -> None:
+    """Write self-blended pseudo-fakes of real videos and images (Shiohara & Yamasaki, CVPR
+    2022): per face, a copy with colour, sharpness and scale changes, slightly warped, pasted
+    back through a soft face mask; one parameter draw per video, so a video stays consistent.
+
+    Writes OUT/self_blend/... and OUT/labels.csv (path,label,group,dataset,method,source: each
+    pseudo-fake in its source real's group), ready for `fakeprobe extract OUT/labels.csv`.
+    Videos are re-encoded (H.264); to train, `extract --self-blend` blends in memory instead.
+    """
+    from fakeprobe.errors import FakeprobeError
+    from fakeprobe.synth.media import synthesize
+
+    config = _blend_config(blend_config, blend_mask)
+    if show_config:
+        _print_json(config.to_dict())
+        return
+    if not inputs or out_dir is None:
+        raise FakeprobeError("give real INPUTS and --out DIR (or --show-config)")
+    missing = [str(p) for p in inputs if not p.exists()]
+    if missing:
+        raise FakeprobeError(f"no such file or folder: {', '.join(missing)}")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    progress = Progress("[progress.description]{task.description}", BarColumn(),
+                        MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+                        disable=as_json)
+    with progress:
+        task = progress.add_task("self-blending", total=None)
+
+        def advance(item, result) -> None:
+            if result.error:
+                progress.console.print(f"[yellow]skip[/] {item.id}: {result.error}",
+                                       highlight=False)
+            progress.advance(task)
+
+        summary = synthesize(inputs, out_dir, config=config, seed=seed, detector=detector,
+                             detect_size=detect_size, max_frames=max_frames, progress=advance,
+                             on_start=lambda n: progress.update(task, total=n))
+    if contact_sheet is not None:
+        from fakeprobe.synth.sheet import contact_sheet as make_sheet
+
+        make_sheet([r for r in summary.results if r.status == "ok"], contact_sheet,
+                   config=config, seed=seed, detector=detector, detect_size=detect_size)
+        err.print(f"contact sheet written to {contact_sheet}")
+    if as_json:
+        _print_json(summary.to_dict())
+    else:
+        for problem in summary.problems:
+            err.print(f"[yellow]note[/] {problem}", highlight=False)
+        out.print(f"{summary.written} pseudo-fake(s) written to {out_dir}, {summary.failed} "
+                  f"failed, {summary.skipped_not_real} fake input(s) left out "
+                  f"({summary.seconds:.1f} s); manifest {summary.labels_csv}")
+    if summary.written == 0:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_handles_errors
+def sample(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", file_okay=False,
+                                          help="Folder to write the sample into.")],
+    clips: Annotated[int, typer.Option(min=2, help="Training clips per photo.")] = 6,
+    holdout: Annotated[int, typer.Option(min=0, help="Held-out clips per photo (for "
+                                         "predict).")] = 1,
+    seconds: Annotated[float, typer.Option(min=0.2, help="Length of each clip.")] = 2.0,
+    seed: BlendSeedOpt = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")
+                       ] = False,
+) -> None:
+    """Make a small labelled video sample offline, for a first run and smoke tests.
+
+    Real clips film face photos shipped inside installed packages with a moving virtual camera
+    (pan, zoom, tilt, light drift, noise, JPEG and H.264 compression); fakes are self-blended
+    versions of the same frames. OUT/labels.csv lists the training clips, OUT/holdout/labels.csv
+    clips with other camera paths. It is a pipeline check, not a deepfake data set: two
+    identities and self-blends only; a score on it says nothing about real manipulations.
+    """
+    from dataclasses import asdict
+
+    from fakeprobe.synth.sample import make_sample
+
+    summary = make_sample(out_dir, clips_per_photo=clips, holdout_per_photo=holdout,
+                          seed=seed, seconds=seconds,
+                          progress=None if as_json else (lambda m: err.print(f"[dim]{m}[/]")))
+    if as_json:
+        _print_json(asdict(summary))
+        return
+    for problem in summary.problems:
+        err.print(f"[yellow]note[/] {problem}", highlight=False)
+    out.print(f"{summary.clips} clips from {', '.join(summary.photos)} in {out_dir} "
+              f"({summary.seconds:.1f} s; a face in {summary.frames_with_face} of "
+              f"{summary.frames} frames); manifests {summary.labels_csv} and "
+              f"{summary.holdout_csv}")
 
 
 def _failures_table(failures: list[dict[str, str]], title: str) -> Table:
@@ -345,6 +496,26 @@ SmoteOpt = Annotated[bool, typer.Option(
     "--smote", help="Balance classes by SMOTE oversampling inside each training fold instead "
     "of sample weights (needs fakeprobe[smote]).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+TrainDatasetOpt = Annotated[list[str], typer.Option(
+    "--train-dataset", help="Train only on items whose dataset matches (shell pattern, "
+    "repeatable); every selected item is still split by group and scored, so the other "
+    "datasets are out-of-domain columns of the same folds (cross-dataset evaluation).")]
+TrainMethodOpt = Annotated[list[str], typer.Option(
+    "--train-method", help="Train only on fakes of these methods (and every real); the other "
+    "methods are scored unseen (leave-methods-out).")]
+TrainFakesOpt = Annotated[str, typer.Option(
+    "--train-fakes", help="Which fakes train: all, real (true fakes only) or self-blend "
+    "(pseudo-fakes from `extract --self-blend` only). Pseudo-fakes are never scored.")]
+ScoreBlendOpt = Annotated[bool, typer.Option(
+    "--score-self-blend", help="Also score pseudo-fakes (method self_blend), for data with no "
+    "true fakes such as `fakeprobe sample`: it then measures how well blends are found, not "
+    "deepfakes.")]
+SaveRunOpt = Annotated[Optional[Path], typer.Option(
+    "--save-run", dir_okay=False, help="Write the run record (every score, per frame too, "
+    "with provenance) as JSON for `fakeprobe report`.")]
+ReportOpt = Annotated[Optional[Path], typer.Option(
+    "--report", dir_okay=False, help="Write a self-contained HTML report (plots, tables, "
+    "timelines; a markdown summary and PNGs beside it).")]
 
 
 def _selection(dataset, method, exclude_dataset, exclude_method):
@@ -364,13 +535,43 @@ def _aggregation(aggregate, smooth, window, alpha):
         raise typer.BadParameter(str(exc)) from None
 
 
-def _protocol(cv, holdout, eval_cache, search, seed, smote=False):
-    from fakeprobe.classifiers.api import Protocol
+def _protocol(cv, holdout, eval_cache, search, seed, smote=False, train_dataset=(),
+              train_method=(), train_fakes="all", score_self_blend=False):
+    from fakeprobe.classifiers.api import TRAIN_FAKES, Protocol
+    from fakeprobe.classifiers.data import Selection
 
     if search not in (None, "grid", "random"):
         raise typer.BadParameter("use grid or random", param_hint="--search")
+    if train_fakes not in TRAIN_FAKES:
+        raise typer.BadParameter(f"use {', '.join(TRAIN_FAKES)}", param_hint="--train-fakes")
+    train_selection = None
+    if train_dataset or train_method:
+        # reals always train; --train-method names the fake methods that may
+        train_selection = Selection(datasets=tuple(train_dataset),
+                                    methods=tuple(train_method), real_any_method=True)
     return Protocol(folds=cv, holdout=holdout, eval_cache=eval_cache, search=search,
-                    random_state=seed, smote=smote)
+                    random_state=seed, smote=smote, train_selection=train_selection,
+                    train_fakes=train_fakes, score_self_blend=score_self_blend)
+
+
+def _write_run(kind, reports, cache, protocol, selection, aggregation, excluded, save_run,
+               report_path) -> None:
+    """--save-run and --report of fit and compare."""
+    if not (save_run or report_path):
+        return
+    from fakeprobe.evaluation.runs import run_record, save_run as write_run
+
+    record = run_record(kind, reports, cache=cache, eval_cache=protocol.eval_cache,
+                        selection=selection, protocol=protocol, aggregation=aggregation,
+                        excluded=excluded)
+    if save_run:
+        write_run(save_run, record)
+        err.print(f"run record written to {save_run}")
+    if report_path:
+        from fakeprobe.evaluation.report import write_report
+
+        written = write_report(record, report_path)
+        err.print(f"report written to {written.html} (markdown {written.markdown})")
 
 
 def _metrics_table(reports, title: str) -> list[Table]:
@@ -422,16 +623,22 @@ def _fit_command(head: str):
         aggregate: AggOpt = "mean", smooth: SmoothOpt = "none", window: WindowOpt = 5,
         alpha: AlphaOpt = 0.3, cv: CvOpt = 5, holdout: HoldoutOpt = None,
         eval_cache: EvalOpt = None, search: SearchOpt = None, seed: SeedOpt = 0,
-        smote: SmoteOpt = False, as_json: JsonOpt = False,
+        smote: SmoteOpt = False, train_dataset: TrainDatasetOpt = [],
+        train_method: TrainMethodOpt = [], train_fakes: TrainFakesOpt = "all",
+        score_self_blend: ScoreBlendOpt = False, save_run: SaveRunOpt = None,
+        report: ReportOpt = None, as_json: JsonOpt = False,
     ) -> None:
         from fakeprobe.classifiers.api import fit
 
         selection = _selection(dataset, method, exclude_dataset, exclude_method)
+        aggregation = _aggregation(aggregate, smooth, window, alpha)
+        protocol = _protocol(cv, holdout, eval_cache, search, seed, smote, train_dataset,
+                             train_method, train_fakes, score_self_blend)
         result = fit(cache, head, out_path, features=[x for f in features for x in
                                                       f.split("+")],
-                     selection=selection, aggregation=_aggregation(aggregate, smooth, window,
-                                                                   alpha),
-                     protocol=_protocol(cv, holdout, eval_cache, search, seed, smote))
+                     selection=selection, aggregation=aggregation, protocol=protocol)
+        _write_run("fit", [result.report], cache, protocol, selection, aggregation,
+                   result.report.excluded, save_run, report)
         if as_json:
             _print_json(result.to_dict())
             return
@@ -464,18 +671,26 @@ def compare(
     aggregate: AggOpt = "mean", smooth: SmoothOpt = "none", window: WindowOpt = 5,
     alpha: AlphaOpt = 0.3, cv: CvOpt = 5, holdout: HoldoutOpt = None,
     eval_cache: EvalOpt = None, search: SearchOpt = None, seed: SeedOpt = 0,
-    smote: SmoteOpt = False, as_json: JsonOpt = False,
+    smote: SmoteOpt = False, train_dataset: TrainDatasetOpt = [],
+    train_method: TrainMethodOpt = [], train_fakes: TrainFakesOpt = "all",
+    score_self_blend: ScoreBlendOpt = False, save_run: SaveRunOpt = None,
+    report: ReportOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Every head on every feature set, on identical grouped folds: one table sorted by video
-    ROC-AUC, with every metric and the fit/predict time and memory."""
+    ROC-AUC, with every metric and the fit/predict time and memory. With --train-dataset the
+    same folds give in-domain and out-of-domain scores side by side."""
     from fakeprobe.classifiers.api import compare as run_compare
 
     selection = _selection(dataset, method, exclude_dataset, exclude_method)
+    aggregation = _aggregation(aggregate, smooth, window, alpha)
+    protocol = _protocol(cv, holdout, eval_cache, search, seed, smote, train_dataset,
+                         train_method, train_fakes, score_self_blend)
     result = run_compare(
         cache, head or ["svm", "xgb", "logreg"], [tuple(f.split("+")) for f in features],
-        selection=selection, aggregation=_aggregation(aggregate, smooth, window, alpha),
-        protocol=_protocol(cv, holdout, eval_cache, search, seed, smote),
+        selection=selection, aggregation=aggregation, protocol=protocol,
         progress=None if as_json else (lambda m: err.print(f"[dim]fitting {m}[/]")))
+    _write_run("compare", result.reports, cache, protocol, selection, aggregation,
+               result.excluded, save_run, report)
     if as_json:
         _print_json(result.to_dict())
         return
@@ -575,6 +790,269 @@ def predict(
                       str(p.frames_used), _sparkline([t["score"] for t in p.timeline]),
                       p.error or ("" if p.status == "ok" else p.status))
     out.print(table)
+
+
+@app.command()
+@_handles_errors
+def explain(
+    model: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
+                                          help="A model file from fit-*.")],
+    cache: CacheArg,
+    out_dir: Annotated[Path, typer.Option(
+        "--out", "-o", file_okay=False, help="Folder for one PNG per item (<id with / as "
+        "_>.png) and explanations.json.")],
+    ids: Annotated[list[str], typer.Option(
+        "--id", help="Item to explain, as its id in the cache (repeatable; see `fakeprobe "
+        "info`).")] = [],
+    top_fakes: Annotated[Optional[int], typer.Option(
+        min=1, help="Also explain the N items the model scores most fake (default 5 when no "
+        "--id is given).")] = None,
+    top_frames: Annotated[int, typer.Option(
+        min=1, help="Frames explained per item: the highest-scoring ones.")] = 4,
+    fill: Annotated[str, typer.Option(
+        help="What hides an occluded patch: blur (a heavy blur of the same region: no texture, "
+        "no new edge) or grey.")] = "blur",
+    patch: Annotated[Optional[int], typer.Option(
+        min=1, help="Occluding patch side in pixels of the face crop (default: a fifth of the "
+        "crop); the stride is half of it.")] = None,
+    space: Annotated[str, typer.Option(
+        help="Heat units: logit (drop in the log-odds of fake when hidden: readable even for "
+        "scores near 0 or 1) or proba (drop in P(fake)).")] = "logit",
+    weights: Annotated[list[str], typer.Option(
+        help="Local weights for a backbone, as BACKBONE=PATH, when the model was extracted "
+        "with such weights.")] = [],
+    device: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print explanations.json to stdout as well.")] = False,
+) -> None:
+    """Show which frames and which face regions drove a model's score of cached items.
+
+    Per item: the frame scores over time (the timeline, with the model's smoothing and
+    threshold) and, for its top frames, the aligned face crop with an occlusion-sensitivity
+    heatmap (Zeiler & Fergus 2014): a patch slides over the face, each hidden copy is scored
+    through the model's backbones and head, and red marks regions whose hiding lowers P(fake),
+    i.e. regions that made the face look fake. explanations.json names the hottest regions
+    (eyes, nose, mouth, cheeks, forehead, chin, jaw line/boundary, background; left/right as seen
+    in the image).
+
+    Crops come from the cache (--keep-crops) when they are large enough for every backbone,
+    otherwise the frames are re-read from the items' paths. The model file is a pickle: load
+    only models you trust."""
+    from fakeprobe.evaluation.explain import explain_items
+
+    if fill not in ("blur", "grey"):
+        raise typer.BadParameter("use blur or grey", param_hint="--fill")
+    if space not in ("logit", "proba"):
+        raise typer.BadParameter("use logit or proba", param_hint="--space")
+    result = explain_items(
+        model, cache, out_dir, ids=ids, top_fakes=top_fakes if top_fakes or ids else 5,
+        top_k=top_frames, patch=patch, fill=fill, space=space, device=device,
+        weights=_parse_weights(weights),
+        progress=None if as_json else (lambda i: err.print(f"[dim]explaining {i}[/]",
+                                                           highlight=False)))
+    for warning in dict.fromkeys(w for item in result.items for w in item.warnings):
+        err.print(f"[yellow]warning[/] {warning}", highlight=False)
+    for failure in result.failures:
+        err.print(f"[yellow]skip[/] {failure['id']}: {failure['error']}", highlight=False,
+                  soft_wrap=True)
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    table = Table(title=f"explain {model.name} on {cache.name}")
+    for column in ("item", "score", "label", "true", "top frames (frame: score)",
+                   "hottest regions (#1)", "s"):
+        table.add_column(column, justify="right" if column in ("score", "s") else "left")
+    for item in result.items:
+        top = item.top_frames
+        table.add_row(item.id, f"{item.score:.3f}", item.label, item.true_label or "-",
+                      ", ".join(f"{f.frame_index}: {f.score:.2f}" for f in top),
+                      ", ".join(r["region"] for r in top[0].regions) or "-",
+                      f"{item.seconds:.1f}")
+    out.print(table)
+    out.print(f"{len(result.pngs)} figures and {result.json_path} written in "
+              f"{result.seconds:.1f} s")
+
+
+@app.command()
+@_handles_errors
+def report(
+    run: Annotated[Path, typer.Argument(
+        exists=True, dir_okay=False, help="A run record (`compare --save-run RUN.json`) or a "
+        "model file from fit-* (its stored evaluation).")],
+    out_path: Annotated[Path, typer.Option(
+        "--out", "-o", dir_okay=False, help="The HTML file to write; the markdown summary "
+        "(.md) and the figures (<stem>_files/) go beside it.")],
+    timelines: Annotated[int, typer.Option(
+        min=0, help="Timelines of the most fake-scored fakes, and as many of reals, for the "
+        "best evaluation (0: none).")] = 6,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the written paths as JSON.")
+                       ] = False,
+) -> None:
+    """Write one self-contained HTML report of a run: every metric, ROC/PR/calibration curves,
+    confusion matrices, cross-dataset and per-method tables, per-frame timelines with face
+    thumbnails, failures and provenance. It opens offline (images inlined); a markdown summary
+    and the PNGs are written beside it.
+
+    A model file is a pickle, but only its provenance and stored evaluation are read here."""
+    from fakeprobe.evaluation.report import write_report
+    from fakeprobe.evaluation.runs import load_run
+
+    written = write_report(load_run(run), out_path, timelines=timelines)
+    if as_json:
+        _print_json(written.to_dict())
+        return
+    out.print(f"report written to {written.html} (markdown {written.markdown}, "
+              f"{written.images} figures in {written.figures})", highlight=False)
+
+
+@app.command()
+@_handles_errors
+def finetune(
+    cache: Annotated[Path, typer.Argument(
+        exists=True, dir_okay=False, help="A cache made with `fakeprobe extract --keep-crops "
+        "N`: training reads its stored face crops, no video is decoded.")],
+    out_path: Annotated[Path, typer.Option(
+        "--out", "-o", dir_okay=False, help="The model to write (.keras): the best epoch on "
+        "validation, provenance inside and in OUT.json. OUT.ckpt/ keeps the last epoch: "
+        "running the same command again resumes after it.")],
+    base: Annotated[str, typer.Option(
+        help="ImageNet network to fine-tune (offline weights): mobilenet-v2 or "
+        "efficientnet-lite0.")] = "mobilenet-v2",
+    input_size: Annotated[Optional[int], typer.Option(
+        min=32, max=1024, help="Network input in pixels, cut from the stored crops at the "
+        "same margin (default: the stored crop size, at most 224).")] = None,
+    epochs: Annotated[int, typer.Option(
+        min=1, help="Total epochs (raise it and re-run to train on from the checkpoint).")
+                      ] = 10,
+    batch_size: Annotated[int, typer.Option(min=2, help="Crops per training step.")] = 32,
+    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-4,
+    val_fraction: Annotated[float, typer.Option(
+        min=0.0, max=0.5, help="Share of the groups held out for validation (a fold of a "
+        "stratified grouped K-fold, K = 1 / fraction; a fake and its source real stay on one "
+        "side); 0 trains on everything and keeps the last epoch.")] = 0.2,
+    val_fold: Annotated[int, typer.Option(
+        min=0, help="Which of the K folds validates (to try another grouped split).")] = 0,
+    patience: Annotated[int, typer.Option(
+        min=1, help="Stop after this many epochs without a better validation --monitor.")
+                        ] = 3,
+    monitor: Annotated[str, typer.Option(
+        help="What early stopping and the best model follow: auc (frame ROC-AUC), video-auc "
+        "(ROC-AUC of each item's mean frame score) or loss (class-balanced log loss).")
+                       ] = "auc",
+    fakes: Annotated[str, typer.Option(
+        help="Fakes to train on: all, real (true fakes only) or self-blend (only the "
+        "pseudo-fakes whose method is self_blend). Validation uses true fakes whenever its "
+        "groups hold any.")] = "all",
+    dataset: DatasetOpt = [], method: MethodOpt = [], exclude_dataset: XDatasetOpt = [],
+    exclude_method: XMethodOpt = [],
+    frames_per_item: Annotated[int, typer.Option(
+        min=0, help="At most this many evenly spaced face crops per item (0: all).")] = 0,
+    augment: Annotated[str, typer.Option(
+        help="On-the-fly augmentations, comma-separated: flip, jitter (colour), blur "
+        "(Gaussian), jpeg (re-compression at quality 30-95), cutout; or none.")
+                       ] = "flip,jitter,blur,jpeg,cutout",
+    dropout: Annotated[float, typer.Option(
+        min=0.0, max=0.95, help="Dropout before and after the embedding layer.")] = 0.3,
+    embedding_dim: Annotated[int, typer.Option(
+        min=2, help="Size of the embedding layer, the feature set the `finetuned` backbone "
+        "gives.")] = 128,
+    freeze_until: Annotated[int, typer.Option(
+        min=-1, help="Keep the first N layers of the base frozen (0: train all; -1: train "
+        "the head only).")] = 0,
+    allow_upsample: Annotated[bool, typer.Option(
+        "--allow-upsample", help="Allow an input larger than the stored crops (upsampled; "
+        "adds no detail).")] = False,
+    restart: Annotated[bool, typer.Option(
+        "--restart", help="Discard OUT.ckpt/ and start from the ImageNet weights.")] = False,
+    seed: SeedOpt = 0,
+    device: Annotated[str, typer.Option(
+        help="auto (GPU when present, then with mixed float16), cpu or gpu.")] = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Fine-tune an ImageNet network on real vs fake face crops stored in a cache.
+
+    Splits by group, balances classes, augments on the fly, keeps the best epoch on validation
+    and checkpoints every epoch (Ctrl-C, then the same command, resumes). Use the result as a
+    feature set: `fakeprobe extract DATA --out CACHE -b finetuned --weights finetuned=OUT`
+    (on a cache with stored crops, nothing is decoded).
+    """
+    from fakeprobe.extractor.finetune import AugmentConfig, FinetuneConfig
+    from fakeprobe.extractor.finetune import finetune as run_finetune
+
+    steps = [s.strip() for s in augment.split(",") if s.strip() and s.strip() != "none"]
+    try:
+        augmentation = AugmentConfig.only(steps)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--augment") from None
+    config = FinetuneConfig(
+        base=base, input_size=input_size, epochs=epochs, batch_size=batch_size, lr=lr,
+        val_fraction=val_fraction, val_fold=val_fold, patience=patience, monitor=monitor,
+        fakes=fakes, augment=augmentation, dropout=dropout, embedding_dim=embedding_dim,
+        freeze_until=freeze_until, frames_per_item=frames_per_item,
+        allow_upsample=allow_upsample, seed=seed)
+    reporter = _FinetuneReporter(err)
+    try:
+        with reporter:
+            result = run_finetune(
+                cache, out_path, config, device=device, restart=restart, progress=reporter,
+                selection=_selection(dataset, method, exclude_dataset, exclude_method))
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted[/]: finished epochs are saved in {out_path}.ckpt; run "
+                  "the same command again to resume")
+        raise typer.Exit(130) from None
+    for warning in result.warnings:
+        err.print(f"[yellow]note[/] {warning}", highlight=False)
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    out.print(f"{result.base} {result.input_size}px: best epoch {result.best_epoch} of "
+              f"{result.epochs_run} (validation {result.monitor} {result.best_value:.3f}; "
+              f"{result.train_items} training / {result.val_items} validation items"
+              f"{', stopped early' if result.stopped_early else ''}) -> {result.model_path}",
+              highlight=False)
+
+
+class _FinetuneReporter:
+    """A progress bar over the batches of the running epoch, and one line per finished epoch."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}[/]"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), console=console, transient=True)
+        self.task = None
+
+    def __enter__(self) -> "_FinetuneReporter":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(f"[dim]{text}[/]", highlight=False)
+
+    def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task("epoch", total=batches, epoch=f"{epoch}/{epochs}",
+                                           loss="")
+
+    def batch(self, done: int, loss: float) -> None:
+        self.progress.update(self.task, completed=done, loss=f"{loss:.4f}")
+
+    def end_epoch(self, log) -> None:
+        def num(value: float) -> str:
+            return f"{value:.4f}" if math.isfinite(value) else "-"
+
+        self.progress.console.print(
+            f"epoch {log.epoch:3d}  loss {num(log.train_loss)}  val loss {num(log.val_loss)}  "
+            f"val AUC {num(log.val_auc)}  video AUC {num(log.val_video_auc)}  "
+            f"{log.seconds:6.1f} s  {log.crops_per_second:5.1f} crops/s"
+            f"{'  [green]best[/]' if log.improved else ''}", highlight=False)
 
 
 def _sparkline(values: list[float]) -> str:

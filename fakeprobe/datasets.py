@@ -33,6 +33,9 @@ _LABEL_WORDS = {
     "fake": FAKE, "1": FAKE, "manipulated": FAKE, "deepfake": FAKE,
 }
 _FFPP_ROOTS = ("original_sequences", "manipulated_sequences")
+#: The ``method`` of a pseudo-fake made from a real item by self-blending (``fakeprobe synth``,
+#: ``extract --self-blend``): labelled fake, grouped with its source, for training only.
+SELF_BLEND_METHOD = "self_blend"
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,34 @@ class MediaItem:
     group: str = ""
     dataset: str = ""
     method: str = ""
+    #: For a pseudo-fake made on the fly (``extract --self-blend``): the id of its source real,
+    #: whose file it reads and blends.
+    blend_of: str = ""
 
     @property
     def exists(self) -> bool:
         return self.path.exists()
+
+
+#: What ``extract --self-blend`` appends to a real item's id to name its pseudo-fake.
+SELF_BLEND_SUFFIX = "#self_blend"
+
+
+def self_blend_twin(item: MediaItem) -> MediaItem:
+    """The pseudo-fake of a real item: same file, label fake, method ``self_blend``, in the
+    real's group (so a split never separates them)."""
+    return replace(item, id=item.id + SELF_BLEND_SUFFIX, label=FAKE, method=SELF_BLEND_METHOD,
+                   group=item.group or item.id, blend_of=item.id)
+
+
+def with_self_blends(found: Discovery) -> Discovery:
+    """``found`` with the pseudo-fake twin of every real video, image or frame folder after it."""
+    items = []
+    for item in found.items:
+        items.append(item)
+        if item.label == REAL and not item.blend_of:
+            items.append(self_blend_twin(item))
+    return Discovery(items, list(found.problems))
 
 
 @dataclass

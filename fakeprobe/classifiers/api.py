@@ -13,8 +13,10 @@ from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.classifiers.data import FrameData, Selection, load_frames
 from fakeprobe.classifiers.model import (cache_fingerprint, check_versions, load_model,
                                          save_model)
-from fakeprobe.classifiers.training import (EvalReport, FoldResult, cross_validate, fake_proba,
-                                            fit_final, grouped_folds, holdout, train_test)
+from fakeprobe.classifiers.training import (EvalReport, FoldResult, Roles, cross_validate,
+                                            fake_proba, fit_final, grouped_folds, holdout,
+                                            train_test)
+from fakeprobe.datasets import SELF_BLEND_METHOD
 from fakeprobe.errors import FakeprobeError
 from fakeprobe.evaluation.metrics import binary_metrics
 from fakeprobe.evaluation.resources import measure
@@ -43,17 +45,69 @@ class Protocol:
     n_iter: int = 10
     random_state: int = 0
     smote: bool = False
+    #: Only items this selection keeps are trained on (all are still split by group and
+    #: scored): train on one dataset, read every other one as out-of-domain.
+    train_selection: Selection | None = None
+    #: Which fakes train: ``all``, ``real`` (true fakes only) or ``self-blend`` (pseudo-fakes
+    #: made from the reals only). Pseudo-fakes are never scored.
+    train_fakes: str = "all"
+    #: Score pseudo-fakes too (data with no true fakes, such as the offline sample).
+    score_self_blend: bool = False
+
+    def __post_init__(self) -> None:
+        if self.train_fakes not in TRAIN_FAKES:
+            raise FakeprobeError(f"train fakes must be one of {', '.join(TRAIN_FAKES)}, got "
+                                 f"{self.train_fakes!r}")
 
     @property
     def head_params(self) -> dict[str, Any]:
         return {"smote": True} if self.smote else {}
+
+    def roles(self, data: FrameData, target: FrameData | None = None) -> Roles:
+        """Which items of ``data`` may train and which of ``target`` are scored."""
+        target = target if target is not None else data
+        videos = data.videos
+        label = data.video_labels
+        pseudo = videos["method"] == SELF_BLEND_METHOD
+        train = np.ones(data.n_videos, bool)
+        if self.train_selection is not None:
+            train &= np.array([self.train_selection.keeps(d, m, l) for d, m, l in
+                               zip(videos["dataset"], videos["method"], videos["label"])], bool)
+        if self.train_fakes == "real":
+            train &= ~pseudo
+        elif self.train_fakes == "self-blend":
+            train &= ~((label == 1) & ~pseudo)
+            if not (train & pseudo).any():
+                raise FakeprobeError("--train-fakes self-blend: the training items hold no "
+                                     "pseudo-fake (extract with --self-blend)")
+        if len(np.unique(label[train & (label >= 0)])) < 2:
+            raise FakeprobeError("the items allowed to train hold a single class")
+        test = np.ones(target.n_videos, bool)
+        if not self.score_self_blend:
+            test &= target.videos["method"] != SELF_BLEND_METHOD
+            if not (target.video_labels[test] == 1).any() and (~test).any():
+                raise FakeprobeError("the only fakes to score are pseudo-fakes (self_blend); "
+                                     "add true fakes, or pass --score-self-blend to measure "
+                                     "how well blends are found")
+        return Roles(train, test)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("eval_cache",):
+            data[key] = str(data[key]) if data[key] is not None else None
+        return data
+
+
+#: Choices of :attr:`Protocol.train_fakes`.
+TRAIN_FAKES = ("all", "real", "self-blend")
 
 
 def _evaluate_head(data: FrameData, head: str, aggregation: Aggregation, protocol: Protocol,
                    features: tuple[str, ...], folds=None, test: FrameData | None = None
                    ) -> EvalReport:
     options = dict(aggregation=aggregation, search=protocol.search, n_iter=protocol.n_iter,
-                   random_state=protocol.random_state, head_params=protocol.head_params)
+                   random_state=protocol.random_state, head_params=protocol.head_params,
+                   roles=protocol.roles(data, test))
     if test is not None:
         return train_test(data, test, head, **options)
     if protocol.holdout:
@@ -98,20 +152,31 @@ def fit(cache_path: Path, head: str, out: Path | None, *, features: Sequence[str
     chosen = [tuple(sorted(f.params.items())) for f in report.folds if f.params]
     params = dict(max(set(chosen), key=chosen.count)) if chosen else {}
     pipeline, seconds = fit_final(data, head, params=params, random_state=protocol.random_state,
-                                  head_params=protocol.head_params)
+                                  head_params=protocol.head_params,
+                                  train=protocol.roles(data).train)
+    from datetime import datetime, timezone
+
+    from fakeprobe.evaluation.runs import environment
+    from fakeprobe.features.cache import summarize
+
     with CacheReader(cache_path) as cache:
         extractor_config = cache.config.to_dict()
     provenance = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment(), "protocol_options": protocol.to_dict(),
+        "failures": summarize(cache_path)["failures"],
         "head": head, "features": list(features), "feature_configs": data.feature_configs,
         "extractor_config": extractor_config, "aggregation": asdict(aggregation),
         "threshold": report.threshold, "params": params, "smote": protocol.smote,
-        "selection": selection.to_dict(),
+        "selection": selection.to_dict(), "train_fakes": protocol.train_fakes,
+        "train_selection": (protocol.train_selection.to_dict()
+                            if protocol.train_selection else None),
         "protocol": report.protocol, "cv_video": report.video, "cv_frame": report.frame,
         "training_cache": cache_fingerprint(cache_path),
         "training_items": data.n_videos, "training_frames": int(len(data.y)),
     }
     if out is not None:
-        save_model(out, pipeline, provenance)
+        save_model(out, pipeline, provenance, report=report.to_dict(frames=True))
     return FitResult(report, out, seconds, provenance)
 
 

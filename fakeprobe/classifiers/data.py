@@ -13,9 +13,14 @@ from fakeprobe.errors import FakeprobeError
 from fakeprobe.features.cache import LABEL_CODES, READ_STATUSES, CacheReader
 
 
-def label_codes(labels: Sequence[str]) -> np.ndarray:
+def label_code(label: str | None) -> int:
     """1 for fake, 0 for real, -1 for unlabelled (the cache's ``LABEL_CODES``)."""
-    return np.array([LABEL_CODES.get(label or None, -1) for label in labels], dtype=int)
+    return LABEL_CODES.get(label or None, -1)
+
+
+def label_codes(labels: Sequence[str]) -> np.ndarray:
+    """:func:`label_code` of each label."""
+    return np.array([label_code(label) for label in labels], dtype=int)
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,8 @@ class Selection:
     exclude_methods: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     labelled_only: bool = True
+    #: Real items pass the ``methods`` patterns whatever their method (to name fake methods).
+    real_any_method: bool = False
 
     def keeps(self, dataset: str, method: str, label: str) -> bool:
         def hit(value: str, patterns: Sequence[str]) -> bool:
@@ -40,7 +47,8 @@ class Selection:
             return False
         if self.datasets and not hit(dataset, self.datasets):
             return False
-        if self.methods and not hit(method, self.methods):
+        if self.methods and not hit(method, self.methods) and not (
+                self.real_any_method and label == "real"):
             return False
         return not (hit(dataset, self.exclude_datasets) or hit(method, self.exclude_methods))
 

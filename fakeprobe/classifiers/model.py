@@ -136,8 +136,12 @@ class Model:
         return warnings
 
 
-def save_model(path: Path | str, pipeline: Any, provenance: dict[str, Any]) -> Path:
-    """Write a model file atomically (a crash leaves the old file or none, never half)."""
+def save_model(path: Path | str, pipeline: Any, provenance: dict[str, Any],
+               report: dict[str, Any] | None = None) -> Path:
+    """Write a model file atomically (a crash leaves the old file or none, never half).
+
+    ``report``, when given, is stored as ``report.json``: the evaluation that came with the
+    fit (per-video and per-frame scores), so ``fakeprobe report MODEL`` can draw it later."""
     path = Path(path)
     buffer = io.BytesIO()
     joblib.dump(pipeline, buffer, compress=3)
@@ -151,6 +155,8 @@ def save_model(path: Path | str, pipeline: Any, provenance: dict[str, Any]) -> P
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
             archive.writestr("provenance.json", json.dumps(meta, indent=2, default=str))
             archive.writestr("pipeline.joblib", payload)
+            if report is not None:
+                archive.writestr("report.json", json.dumps(report, default=str))
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -172,6 +178,19 @@ def read_provenance(path: Path | str) -> dict[str, Any]:
         raise ModelIntegrityError(f"{path}: model format {meta.get('format')!r}, this "
                                   f"fakeprobe reads format {MODEL_FORMAT}")
     return meta
+
+
+def read_report(path: Path | str) -> dict[str, Any] | None:
+    """The evaluation stored with a model (see :func:`save_model`), or None (plain JSON)."""
+    path = Path(path)
+    read_provenance(path)
+    with zipfile.ZipFile(path) as archive:
+        if "report.json" not in archive.namelist():
+            return None
+        try:
+            return json.loads(archive.read("report.json"))
+        except (ValueError, zipfile.BadZipFile, OSError) as exc:
+            raise ModelIntegrityError(f"{path}: report.json unreadable ({exc})") from None
 
 
 def load_model(path: Path | str) -> Model:
@@ -200,4 +219,4 @@ def check_versions(model: Model) -> list[str]:
 
 
 __all__ = ["Model", "ModelIntegrityError", "cache_fingerprint", "check_versions", "load_model",
-           "read_provenance", "save_model"]
+           "read_provenance", "read_report", "save_model"]

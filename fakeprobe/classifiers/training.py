@@ -18,7 +18,7 @@ from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, Stratified
 from sklearn.pipeline import Pipeline
 
 from fakeprobe.classifiers.aggregate import Aggregation
-from fakeprobe.classifiers.data import FrameData
+from fakeprobe.classifiers.data import FrameData, label_code
 from fakeprobe.classifiers.heads import SEARCH_SPACES, fit_head, fit_params, new_head
 from fakeprobe.errors import FakeprobeError
 from fakeprobe.evaluation.metrics import binary_metrics, youden_threshold
@@ -44,6 +44,21 @@ class FoldResult:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Roles:
+    """Per item (video position), whether it may be trained on and whether it is scored, in
+    every split. Splits are made over all items by group first; roles only narrow each side,
+    so a group never crosses sides whatever the roles."""
+
+    train: np.ndarray  # bool per item of the training data
+    test: np.ndarray  # bool per item of the scored data
+
+    @classmethod
+    def everything(cls, data: FrameData, target: FrameData | None = None) -> "Roles":
+        target = target if target is not None else data
+        return cls(np.ones(data.n_videos, bool), np.ones(target.n_videos, bool))
+
+
 @dataclass
 class EvalReport:
     """Scores and metrics of one head on one feature combination."""
@@ -59,6 +74,12 @@ class EvalReport:
     video_scores: list[dict[str, Any]]
     excluded: list[dict[str, str]]
     n_frames: int
+    #: Metrics per (dataset, method) of the scored items: see :func:`breakdown`.
+    breakdown: list[dict[str, Any]] = field(default_factory=list)
+    #: Per scored face row, columns ``video`` (position in :attr:`video_scores`),
+    #: ``frame_index``, ``timestamp``, ``track``, ``score``, ``threshold``: the timelines of a
+    #: report. Left out of :meth:`to_dict` unless asked for (it grows with the frames).
+    frame_scores: dict[str, list] = field(default_factory=dict, repr=False)
 
     @property
     def fit_seconds(self) -> float:
@@ -72,8 +93,10 @@ class EvalReport:
     def peak_rss_mb(self) -> float:
         return float(max((f.peak_rss_mb for f in self.folds), default=0.0))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, frames: bool = False) -> dict[str, Any]:
         data = asdict(self)
+        if not frames:
+            data.pop("frame_scores")
         data["features"] = list(self.features)
         data.update(fit_seconds=self.fit_seconds, predict_seconds=self.predict_seconds,
                     peak_rss_mb=self.peak_rss_mb)
@@ -183,10 +206,13 @@ def _fit_fold(name: str, head_params: dict, data: FrameData, train_videos: np.nd
 
 def _evaluate(data: FrameData, name: str, folds: list[tuple[np.ndarray, np.ndarray]],
               protocol: str, aggregation: Aggregation, search: str | None, n_iter: int,
-              random_state: int, head_params: dict, test: FrameData | None = None
-              ) -> EvalReport:
-    """Run every (train, test) split; test items come from ``test`` (or ``data``)."""
+              random_state: int, head_params: dict, test: FrameData | None = None,
+              roles: Roles | None = None) -> EvalReport:
+    """Run every (train, test) split; test items come from ``test`` (or ``data``). ``roles``
+    narrows, inside every split, which items may train and which are scored."""
     target = test if test is not None else data
+    roles = roles or Roles.everything(data, target)
+    folds = [(tr[roles.train[tr]], te[roles.test[te]]) for tr, te in folds]
     frame_scores = np.full(len(target.y), np.nan)
     frame_thresholds = np.full(len(target.y), np.nan)
     video_scores = np.full(target.n_videos, np.nan)
@@ -210,21 +236,73 @@ def _evaluate(data: FrameData, name: str, folds: list[tuple[np.ndarray, np.ndarr
     video_ok = ~np.isnan(video_scores) & (labels >= 0)
     final_threshold = (youden_threshold(labels[video_ok], video_scores[video_ok])
                        if video_ok.any() else 0.5)
+    scored = np.flatnonzero(~np.isnan(video_scores))
+    position = np.full(target.n_videos, -1)
+    position[scored] = np.arange(len(scored))
+    frame_rows = np.flatnonzero(~np.isnan(frame_scores))
+    frame_rows = frame_rows[position[target.video[frame_rows]] >= 0]
     per_video = [
         {"id": str(target.videos["id"][i]), "label": str(target.videos["label"][i]),
          "group": str(target.videos["group"][i]), "dataset": str(target.videos["dataset"][i]),
          "method": str(target.videos["method"][i]), "score": float(video_scores[i]),
          "threshold": float(video_thresholds[i]), "fold": int(video_fold[i]),
          "frames": int((target.video == i).sum())}
-        for i in np.flatnonzero(~np.isnan(video_scores))
+        for i in scored
     ]
+    frame_table = {
+        "video": position[target.video[frame_rows]].tolist(),
+        "frame_index": target.frame_index[frame_rows].tolist(),
+        "timestamp": target.timestamp[frame_rows].tolist(),
+        "track": target.track[frame_rows].tolist(),
+        "score": frame_scores[frame_rows].tolist(),
+        "threshold": frame_thresholds[frame_rows].tolist(),
+    }
     return EvalReport(
         head=name, features=data.features, aggregation=asdict(aggregation), protocol=protocol,
         frame=_metrics(target.y[frame_ok], frame_scores[frame_ok], frame_thresholds[frame_ok]),
         video=_metrics(labels[video_ok], video_scores[video_ok], video_thresholds[video_ok]),
         threshold=float(final_threshold), folds=results, video_scores=per_video,
         excluded=list(target.excluded), n_frames=int(frame_ok.sum()),
+        breakdown=breakdown(per_video, frame_table), frame_scores=frame_table,
     )
+
+
+def breakdown(video_scores: list[dict[str, Any]], frame_table: dict[str, list]
+              ) -> list[dict[str, Any]]:
+    """Metrics of scored items per dataset and per (dataset, fake method).
+
+    One cell per dataset (``method: "*"``: all its items) and one per fake method within it
+    (the dataset's reals against that method's fakes), each with video and frame metrics at
+    the fold thresholds. A cell with one class has counts but no ranking metrics. This is
+    what a cross-dataset table and a per-method column read.
+    """
+    if not video_scores:
+        return []
+    label = np.array([label_code(v["label"]) for v in video_scores])
+    dataset = np.array([v["dataset"] for v in video_scores], dtype=object)
+    method = np.array([v["method"] for v in video_scores], dtype=object)
+    score = np.array([v["score"] for v in video_scores], dtype=float)
+    threshold = np.array([v["threshold"] for v in video_scores], dtype=float)
+    f_video = np.asarray(frame_table["video"], dtype=int)
+    f_score = np.asarray(frame_table["score"], dtype=float)
+    f_threshold = np.asarray(frame_table["threshold"], dtype=float)
+    cells = []
+    for name in sorted(set(dataset)):
+        in_set = (dataset == name) & (label >= 0)
+        subsets = [("*", in_set)]
+        fakes = sorted(set(method[in_set & (label == 1)]))
+        if len(fakes) > 1:
+            subsets += [(m, in_set & ((label == 0) | (method == m))) for m in fakes]
+        for method_name, keep in subsets:
+            rows = keep[f_video] if len(f_video) else np.zeros(0, bool)
+            cells.append({
+                "dataset": str(name), "method": str(method_name),
+                "videos": int(keep.sum()), "real": int((keep & (label == 0)).sum()),
+                "fake": int((keep & (label == 1)).sum()),
+                "video": _metrics(label[keep], score[keep], threshold[keep]),
+                "frame": _metrics(label[f_video[rows]], f_score[rows], f_threshold[rows]),
+            })
+    return cells
 
 
 def _metrics(y: np.ndarray, scores: np.ndarray, thresholds: np.ndarray) -> dict[str, Any]:
@@ -245,11 +323,13 @@ def _metrics(y: np.ndarray, scores: np.ndarray, thresholds: np.ndarray) -> dict[
 def cross_validate(data: FrameData, head: str, *, aggregation: Aggregation | None = None,
                    n_splits: int = 5, search: str | None = None, n_iter: int = 10,
                    random_state: int = 0, head_params: dict | None = None,
-                   folds: list[tuple[np.ndarray, np.ndarray]] | None = None) -> EvalReport:
+                   folds: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                   roles: Roles | None = None) -> EvalReport:
     """Grouped k-fold cross-validation of one head (``folds`` reuses given splits)."""
     folds = folds if folds is not None else grouped_folds(data, n_splits, random_state)
     return _evaluate(data, head, folds, f"grouped-cv-{len(folds)}", aggregation or
-                     Aggregation(), search, n_iter, random_state, head_params or {})
+                     Aggregation(), search, n_iter, random_state, head_params or {},
+                     roles=roles)
 
 
 def holdout(data: FrameData, head: str, *, test_size: float = 0.25, **options) -> EvalReport:
@@ -263,8 +343,8 @@ def holdout(data: FrameData, head: str, *, test_size: float = 0.25, **options) -
 
 def train_test(train: FrameData, test: FrameData, head: str, *,
                aggregation: Aggregation | None = None, search: str | None = None,
-               n_iter: int = 10, random_state: int = 0, head_params: dict | None = None
-               ) -> EvalReport:
+               n_iter: int = 10, random_state: int = 0, head_params: dict | None = None,
+               roles: Roles | None = None) -> EvalReport:
     """Fit on every item of ``train``, score every item of ``test`` (cross-dataset)."""
     if train.features != test.features:
         raise FakeprobeError("train and test must use the same feature sets")
@@ -274,12 +354,16 @@ def train_test(train: FrameData, test: FrameData, head: str, *,
                              f"data (e.g. {sorted(shared)[0]!r}); the score would be a lie")
     folds = [(np.arange(train.n_videos), np.arange(test.n_videos))]
     return _evaluate(train, head, folds, "train/test", aggregation or Aggregation(), search,
-                     n_iter, random_state, head_params or {}, test=test)
+                     n_iter, random_state, head_params or {}, test=test, roles=roles)
 
 
 def fit_final(data: FrameData, head: str, *, params: dict | None = None,
-              random_state: int = 0, head_params: dict | None = None) -> tuple[Pipeline, float]:
-    """The head fitted on every item (with ``params`` from the CV), and its fit seconds."""
+              random_state: int = 0, head_params: dict | None = None,
+              train: np.ndarray | None = None) -> tuple[Pipeline, float]:
+    """The head fitted on every item (those with ``train`` true when given, with ``params``
+    from the CV), and its fit seconds."""
+    if train is not None:
+        data = data.subset_videos(np.flatnonzero(train))
     model = new_head(head, random_state=random_state, **(head_params or {}))
     model.set_params(**(params or {}))
     if len(np.unique(data.y)) < 2:

@@ -157,6 +157,34 @@ def read_video(
     return MediaInfo(info.fps, width, height, info.n_frames), frames
 
 
+def iter_video(path: Path, *, max_frames: int | None = None,
+               max_pixels: int = 40_000_000) -> tuple[MediaInfo, Iterator[Frame]]:
+    """Every frame of a video in order (upright), one at a time, for tools that rewrite a
+    video. The info's ``n_frames`` is what the container says (may be 0 when it does not)."""
+    capture = _open_video(path)
+    try:
+        info = _info_from_capture(capture)
+        _check_size(info.width, info.height, max_pixels, "the video frame")
+    except BaseException:
+        capture.release()
+        raise
+
+    def frames() -> Iterator[Frame]:
+        try:
+            index = 0
+            while max_frames is None or index < max_frames:
+                ok, image = capture.read()
+                if not ok or image is None:
+                    break
+                yield Frame(index, index / info.fps if np.isfinite(info.fps) else float("nan"),
+                            image)
+                index += 1
+        finally:
+            capture.release()
+
+    return info, frames()
+
+
 def _grab_frames(capture: cv2.VideoCapture, wanted: np.ndarray, fps: float) -> Iterator[Frame]:
     if wanted.size == 0:
         return

@@ -12,13 +12,13 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
-from fakeprobe.datasets import Discovery, MediaItem, discover
+from fakeprobe.datasets import Discovery, MediaItem, discover, with_self_blends
 from fakeprobe.errors import ConfigMismatch, FakeprobeError, MediaError
 from fakeprobe.extractor.align import align_face, can_recrop, recrop
 from fakeprobe.extractor.base import Backbone, CropSpec, Detector, Face
@@ -26,6 +26,7 @@ from fakeprobe.extractor.components import BACKBONES, DETECTORS
 from fakeprobe.extractor.config import CONTEXT_MARGIN, ExtractorConfig
 from fakeprobe.extractor.frames import Frame, read_media
 from fakeprobe.features import cache as fcache
+from fakeprobe.synth.blend import BlendConfig, self_blend
 
 
 @dataclass
@@ -39,6 +40,23 @@ class Prepared:
     crops: dict[CropSpec, np.ndarray]
     backbones: tuple[str, ...]
     seconds: dict[str, float]
+
+
+@dataclass(frozen=True)
+class SelfBlend:
+    """``extract --self-blend``: a pseudo-fake of every real item, blended in memory.
+
+    The parameters of a face track come from ``seed``, the source item's id and the track
+    (:func:`fakeprobe.synth.media.item_params`), so ``fakeprobe synth`` with the same seed and
+    config writes the same blends to files."""
+
+    config: "BlendConfig"
+    seed: int = 0
+
+    def to_attr(self) -> str:
+        import json
+
+        return json.dumps({"seed": self.seed, "config": self.config.to_dict()}, sort_keys=True)
 
 
 @dataclass
@@ -162,8 +180,10 @@ class Extractor:
 
     def __init__(self, config: ExtractorConfig, *, workers: int = 2, device: str = "auto",
                  batch_size: int = 32, weights: dict[str, str] | None = None,
-                 detector_weights: str | None = None, commit_every: float = 600.0) -> None:
+                 detector_weights: str | None = None, commit_every: float = 600.0,
+                 self_blend: SelfBlend | None = None) -> None:
         self.config = config
+        self.self_blend = self_blend
         self.workers = max(1, workers)
         self.device = device
         self.batch_size = max(1, batch_size)
@@ -188,17 +208,23 @@ class Extractor:
             specs.add(CropSpec(self.config.keep_crops, CONTEXT_MARGIN))
         return specs
 
-    def prepare(self, item: MediaItem, backbones: tuple[str, ...],
-                cached: _Cached | None = None) -> Prepared:
-        """Decode, detect and align one item (worker thread). ``cached`` rows mean the item is
-        in the cache already and only needs new feature sets: its frames are re-read at the
-        cached indices and aligned with the cached landmarks, so rows stay identical."""
-        cfg = self.config
-        seconds: dict[str, float] = defaultdict(float)
-        record = fcache.VideoRecord(
+    def _record(self, item: MediaItem) -> fcache.VideoRecord:
+        return fcache.VideoRecord(
             id=item.id, path=str(item.path), kind=item.kind, label=item.label,
             group=item.group, dataset=item.dataset, method=item.method,
         )
+
+    def prepare(self, item: MediaItem, backbones: tuple[str, ...],
+                cached: _Cached | None = None, twin: MediaItem | None = None
+                ) -> list[Prepared]:
+        """Decode, detect and align one item (worker thread). ``cached`` rows mean the item is
+        in the cache already and only needs new feature sets: its frames are re-read at the
+        cached indices and aligned with the cached landmarks, so rows stay identical. A
+        pseudo-fake item (``item.blend_of``) is blended after detection; ``twin``, the
+        pseudo-fake of a real ``item``, is made from the same decoded frames and rows."""
+        cfg = self.config
+        seconds: dict[str, float] = defaultdict(float)
+        record = self._record(item)
         t0 = time.perf_counter()
         indices = None if cached is None else np.unique(cached.frames.frame_index)
         info, frames = read_media(item.path, item.kind, indices, count=cfg.frames, fps=cfg.fps,
@@ -218,10 +244,41 @@ class Extractor:
             origin = [by_index[int(i)] for i in rows.frame_index]
             kind = "features"
         record.status = "ok" if rows.has_face.any() else "no_face"
-        t0 = time.perf_counter()
-        crops = align_rows(frames, rows, origin, self._crop_specs(backbones, cached is None))
-        seconds["align"] += time.perf_counter() - t0
-        return Prepared(item, kind, record, rows, crops, backbones, dict(seconds))
+        out = []
+        for member in ([item, twin] if twin is not None else [item]):
+            member_record = record if member is item else replace(
+                record, id=member.id, label=member.label, group=member.group,
+                method=member.method)
+            if member.blend_of:
+                t0 = time.perf_counter()
+                frames = self._blend(frames, rows, origin, member.blend_of)
+                seconds["blend"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            crops = align_rows(frames, rows, origin, self._crop_specs(backbones, cached is None))
+            seconds["align"] += time.perf_counter() - t0
+            out.append(Prepared(member, kind, member_record, rows, crops, backbones,
+                                dict(seconds)))
+            seconds = defaultdict(float)
+        return out
+
+    def _blend(self, frames: list[Frame], rows: fcache.FrameRows, origin: list[int],
+               source_id: str) -> list[Frame]:
+        """Copies of ``frames`` with every face row self-blended (one draw per track)."""
+        from fakeprobe.synth.media import item_params
+
+        if self.self_blend is None:
+            raise FakeprobeError("a self-blend item needs the extractor's self_blend settings")
+        images = [frame.image for frame in frames]
+        params = {}
+        for row in np.flatnonzero(rows.has_face):
+            track = int(rows.track[row])
+            if track not in params:
+                params[track] = item_params(self.self_blend.config, self.self_blend.seed,
+                                            source_id, track)
+            position = origin[row]
+            images[position], _ = self_blend(images[position], rows.landmarks[row],
+                                             params[track])
+        return [Frame(f.index, f.timestamp, image) for f, image in zip(frames, images)]
 
     def can_use_crops(self, backbones: Iterable[str]) -> bool:
         """True when the cache's stored crops can feed every one of ``backbones``."""
@@ -299,6 +356,13 @@ class Extractor:
                     if name in self.backbones:
                         _check_feature_config(name, stored, self.backbones[name].config(),
                                               cache_path)
+                stored_blend = reader.attrs.get("self_blend")
+                if (self.self_blend is not None and stored_blend is not None
+                        and stored_blend != self.self_blend.to_attr()):
+                    raise ConfigMismatch(
+                        f"{cache_path}: its pseudo-fakes were blended with other settings "
+                        f"({stored_blend}); use the same --blend-seed and blend options, or "
+                        "another --out file")
                 state = reader.state()
                 needs_rows = {vid for vid, (st, done) in state.items()
                               if st in fcache.READ_STATUSES and set(wanted) - done}
@@ -339,11 +403,13 @@ class Extractor:
             summary.committed += self._commit(cache_path)
         found = inputs if isinstance(inputs, Discovery) else discover(
             inputs, frame_folders=frame_folders)
+        if self.self_blend is not None:
+            found = with_self_blends(found)
         summary.found, summary.problems = len(found.items), list(found.problems)
         self._detector()  # fail now, not in a worker, on a detector that cannot be made
         self._load_backbones(self.config.backbones)
-        plan = self._plan(cache_path, found.items, summary)
-        reporter.start(len(plan))
+        plan = _pair_twins(self._plan(cache_path, found.items, summary))
+        reporter.start(sum(1 + (twin is not None) for _, _, _, twin in plan))
 
         def record_failure(item: MediaItem, error: MediaError) -> None:
             record = fcache.VideoRecord(
@@ -383,14 +449,18 @@ class Extractor:
                     entry = next(queue, None)
                     if entry is None:
                         break
-                    item, names, cached = entry
+                    item, names, cached, twin = entry
+                    members = [item] + ([twin] if twin is not None else [])
                     if cached is not None and self.can_use_crops(names):
                         ready.append(self.prepare_from_crops(cache_path, item, names, cached))
                         continue
                     if not item.exists:
-                        record_failure(item, MediaError("file not found", status="missing"))
+                        for member in members:
+                            record_failure(member, MediaError("file not found",
+                                                              status="missing"))
                         continue
-                    in_flight[executor.submit(self.prepare, item, names, cached)] = item
+                    future = executor.submit(self.prepare, item, names, cached, twin)
+                    in_flight[future] = members
                 if not in_flight and not ready:
                     break
                 t0 = time.perf_counter()
@@ -398,13 +468,16 @@ class Extractor:
                                return_when=FIRST_COMPLETED)
                 seconds["main_wait"] += time.perf_counter() - t0  # high: workers limit the run
                 for future in done:
-                    item = in_flight.pop(future)
+                    members = in_flight.pop(future)
                     try:
-                        ready.append(future.result())
+                        ready.extend(future.result())
                     except MediaError as error:
-                        record_failure(item, error)
+                        for member in members:
+                            record_failure(member, error)
                     except (OSError, ValueError, RuntimeError) as error:  # cv2.error is one
-                        record_failure(item, MediaError(f"{error.__class__.__name__}: {error}"))
+                        for member in members:
+                            record_failure(member, MediaError(
+                                f"{error.__class__.__name__}: {error}"))
                 n_crops = sum(len(p.rows) for p in ready)
                 if ready and (n_crops >= self.batch_size or not done or not in_flight):
                     finish(ready)
@@ -429,7 +502,23 @@ class Extractor:
 
     def _commit(self, cache_path: Path) -> int:
         configs = {name: backbone.config() for name, backbone in self.backbones.items()}
-        return fcache.commit(cache_path, self.config, configs)
+        attrs = {"self_blend": self.self_blend.to_attr()} if self.self_blend else {}
+        return fcache.commit(cache_path, self.config, configs, attrs)
+
+
+def _pair_twins(plan: list[tuple[MediaItem, tuple[str, ...], _Cached | None]]
+                ) -> list[tuple[MediaItem, tuple[str, ...], _Cached | None, MediaItem | None]]:
+    """Plan entries with each new pseudo-fake joined to its new source real, so the two share
+    one decode and one detection; the others stay alone."""
+    fresh = {item.id: k for k, (item, _, cached) in enumerate(plan) if cached is None}
+    twins: dict[int, MediaItem] = {}
+    for item, names, cached in plan:
+        source = fresh.get(item.blend_of) if item.blend_of and cached is None else None
+        if source is not None and plan[source][1] == names:
+            twins[source] = item
+    joined = {twin.id for twin in twins.values()}
+    return [(item, names, cached, twins.get(k)) for k, (item, names, cached) in enumerate(plan)
+            if item.id not in joined]
 
 
 def _check_feature_config(name: str, stored: dict, current: dict, path: Path) -> None:

@@ -376,16 +376,18 @@ def _interrupts_deferred() -> Iterator[None]:
 
 
 def commit(cache_path: Path, config: ExtractorConfig,
-           feature_configs: dict[str, dict] | None = None) -> int:
+           feature_configs: dict[str, dict] | None = None,
+           attrs: dict[str, str] | None = None) -> int:
     """Merge every staged item into the cache (copy, append, atomic rename); return how many
-    were new. ``feature_configs`` gives the provenance stored with new feature sets. Ctrl-C
-    during a commit takes effect once it is done."""
+    were new. ``feature_configs`` gives the provenance stored with new feature sets; ``attrs``
+    are set on the file (e.g. the self-blend settings). Ctrl-C during a commit takes effect
+    once it is done."""
     with _interrupts_deferred():
-        return _commit(Path(cache_path), config, feature_configs)
+        return _commit(Path(cache_path), config, feature_configs, attrs or {})
 
 
 def _commit(cache_path: Path, config: ExtractorConfig,
-            feature_configs: dict[str, dict] | None) -> int:
+            feature_configs: dict[str, dict] | None, attrs: dict[str, str]) -> int:
     files = staged_files(cache_path)
     if not files:
         return 0
@@ -409,6 +411,8 @@ def _commit(cache_path: Path, config: ExtractorConfig,
                                                "backbones": merged_backbones}).to_dict())
             merger = _Merger(h5, feature_configs or {})
             merged = sum(merger.merge(load_staged(f)) for f in files)
+            for key, value in attrs.items():
+                h5.attrs[key] = value
             h5.attrs["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(
                 timespec="seconds")
         with open(tmp, "rb+") as handle:
