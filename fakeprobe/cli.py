@@ -873,18 +873,52 @@ def explain(
               f"{result.seconds:.1f} s")
 
 
+def _explanations(record: dict, run: Path, model: Path | None, cache: Path | None, n: int
+                  ) -> list[tuple[str, bytes]]:
+    """(title, PNG) occlusion explanations of the ``n`` most fake-scored items of the cache."""
+    from fakeprobe.errors import FakeprobeError
+    from fakeprobe.evaluation.explain import (ModelScorer, explain_video, render_explanation,
+                                              top_scoring)
+    from fakeprobe.classifiers.model import load_model
+
+    model_path = model or (run if record.get("model") else None)
+    if model_path is None:
+        raise FakeprobeError("--explain needs a model: pass a model file, or --model MODEL")
+    cache_path = cache or Path(record.get("cache", {}).get("path") or "")
+    if not cache_path.is_file():
+        raise FakeprobeError(f"--explain needs the cache; {cache_path} is not there (--cache)")
+    loaded = load_model(model_path)
+    scorer = ModelScorer(loaded)
+    out = []
+    for video_id, score in top_scoring(loaded, cache_path, n):
+        err.print(f"[dim]explaining {video_id}[/]")
+        expl = explain_video(loaded, cache_path, video_id, scorer=scorer)
+        out.append((f"{video_id} (video score {score:.3f})", render_explanation(expl)))
+    return out
+
+
 @app.command()
 @_handles_errors
 def report(
     run: Annotated[Path, typer.Argument(
-        exists=True, dir_okay=False, help="A run record (`compare --save-run RUN.json`) or a "
-        "model file from fit-* (its stored evaluation).")],
+        exists=True, dir_okay=False, metavar="RUN_OR_MODEL", help="A run record (`compare "
+        "--save-run RUN.json`) or a model file from fit-* (its stored evaluation).")],
     out_path: Annotated[Path, typer.Option(
         "--out", "-o", dir_okay=False, help="The HTML file to write; the markdown summary "
         "(.md) and the figures (<stem>_files/) go beside it.")],
     timelines: Annotated[int, typer.Option(
         min=0, help="Timelines of the most fake-scored fakes, and as many of reals, for the "
         "best evaluation (0: none).")] = 6,
+    explain: Annotated[int, typer.Option(
+        "--explain", min=0, help="Occlusion heatmaps (which face regions drove the score) for "
+        "the N most fake-scored items, through the model's extractor and head: needs a model "
+        "(RUN_OR_MODEL, or --model) and the cache (the run's, or --cache).")] = 0,
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", exists=True, dir_okay=False, help="The model to explain with, when "
+        "RUN_OR_MODEL is a run record.")] = None,
+    cache: Annotated[Optional[Path], typer.Option(
+        "--cache", exists=True, dir_okay=False, help="The cache to explain items of (default: "
+        "the one the run was made on).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the written paths as JSON.")
                        ] = False,
 ) -> None:
@@ -897,7 +931,11 @@ def report(
     from fakeprobe.evaluation.report import write_report
     from fakeprobe.evaluation.runs import load_run
 
-    written = write_report(load_run(run), out_path, timelines=timelines)
+    record = load_run(run)
+    explanations = []
+    if explain:
+        explanations = _explanations(record, run, model, cache, explain)
+    written = write_report(record, out_path, timelines=timelines, explanations=explanations)
     if as_json:
         _print_json(written.to_dict())
         return
@@ -1053,6 +1091,60 @@ class _FinetuneReporter:
             f"val AUC {num(log.val_auc)}  video AUC {num(log.val_video_auc)}  "
             f"{log.seconds:6.1f} s  {log.crops_per_second:5.1f} crops/s"
             f"{'  [green]best[/]' if log.improved else ''}", highlight=False)
+
+
+@app.command()
+@_handles_errors
+def derive(
+    cache: Annotated[Path, typer.Argument(
+        exists=True, dir_okay=False, help="An HDF5 cache written by `fakeprobe extract`; the "
+        "new feature sets are added to it (staged, then committed atomically).")],
+    temporal: Annotated[list[str], typer.Option(
+        "--temporal", "-t", metavar="BASE", help="Add BASE-temporal for the cached feature set "
+        "BASE (repeatable): per face track, 9 statistics of how its BASE vectors change over "
+        "time: cosine distance between consecutive frames (mean, std, max), per-dimension std "
+        "(mean, median), cosine distance to the track mean (mean, std), the von Neumann ratio "
+        "(flicker vs drift) and a one-row flag.")] = [],
+    landmarks: Annotated[bool, typer.Option(
+        "--landmarks", help="Add `landmarks`: per face track, 20 statistics of landmark "
+        "stability with the head motion removed (similarity-aligned on the ArcFace template): "
+        "speed of each of the 5 points (mean, std, 90th percentile, per second), residual of "
+        "the similarity fit (mean, std), scale speed and its mismatch with the detector box, "
+        "and a one-row flag (images).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Derive video-level (temporal) feature sets from what a cache holds, without decoding.
+
+    Each face track's statistics are stored on every face row of that track (rows without a
+    face stay empty), so heads use them like any other feature set, alone or joined with '+':
+    `fakeprobe compare CACHE -f landmarks -f mobilenet-v2+mobilenet-v2-temporal`. The stored
+    config names the recipe version and the base set's weights, so a model refuses a cache
+    where they were derived otherwise. Re-running skips the items already done; a crash or
+    Ctrl-C loses nothing. Do not run it while `fakeprobe extract` writes the same cache.
+    """
+    from fakeprobe.features.temporal import LANDMARKS, TEMPORAL_SUFFIX
+    from fakeprobe.features.temporal import derive as run_derive
+
+    names = ([LANDMARKS] if landmarks else []) + [f"{b}{TEMPORAL_SUFFIX}" for b in temporal]
+    if not names:
+        raise FakeprobeError("nothing to derive: give --landmarks and/or --temporal BASE")
+    try:
+        summary = run_derive(cache, names)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: finished items are saved; run the same command "
+                  "again to resume")
+        raise typer.Exit(130) from None
+    if as_json:
+        _print_json(summary.to_dict())
+        return
+    table = Table(title=f"derive -> {cache} ({summary.seconds:.1f} s)")
+    for column in ("feature set", "dim", "items computed now", "already done",
+                   "base not extracted"):
+        table.add_column(column, justify="left" if column == "feature set" else "right")
+    for name, counts in summary.feature_sets.items():
+        table.add_row(name, str(counts["dim"]), str(counts["computed"]),
+                      str(counts["already_done"]), str(counts["no_base"]))
+    out.print(table)
 
 
 def _sparkline(values: list[float]) -> str:

@@ -194,3 +194,20 @@ def dataclass_replace(config: BlendConfig, **changes) -> BlendConfig:
     import dataclasses
 
     return dataclasses.replace(config, **changes)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_blending_the_face_region_equals_blending_the_whole_frame(seed):
+    """self_blend transforms only the face's neighbourhood: it must equal the formula applied
+    with the copy transformed over the whole frame, also for a face at the frame's edge."""
+    rng = np.random.default_rng(seed)
+    frame = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    frame = cv2.GaussianBlur(frame, (0, 0), 3)
+    marks = ARCFACE_TEMPLATE_112 * 1.2 + [rng.uniform(-40, 220), rng.uniform(-30, 120)]
+    config = BlendConfig(scale=(0.9, 1.1), shift=0.05, sharpen_or_blur=1.0)
+    params = draw_params(config, rng)
+    out, weight = self_blend(frame, marks, params)
+    source = transform_source(frame, marks, params).astype(np.float32)
+    expected = np.clip(np.rint(source * weight[..., None]
+                               + frame.astype(np.float32) * (1 - weight[..., None])), 0, 255)
+    assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1

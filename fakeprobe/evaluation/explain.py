@@ -55,6 +55,7 @@ from fakeprobe.errors import ConfigMismatch, FakeprobeError
 from fakeprobe.extractor.align import align_face, can_recrop, recrop, template_for
 from fakeprobe.extractor.base import Backbone, CropSpec
 from fakeprobe.extractor.config import CONTEXT_MARGIN
+from fakeprobe.evaluation.runs import finite
 from fakeprobe.features.cache import CacheReader, feature_config_differences
 
 #: Side of the occluding patch as a share of the crop side, when ``patch`` is not given: 0.2 is
@@ -785,19 +786,9 @@ def explain_items(model_path: Path | str, cache_path: Path | str, out_dir: Path 
     result = ExplainResult(str(model_path), str(cache_path), out_dir, items, pngs, json_path,
                            0.0, failures)
     result.seconds = time.perf_counter() - t0
-    json_path.write_text(json.dumps(_finite(result.to_dict()), indent=2, allow_nan=False))
+    json_path.write_text(json.dumps(finite(result.to_dict()), indent=2, allow_nan=False))
     return result
 
-
-def _finite(data: Any) -> Any:
-    """NaN as null: strict JSON has no NaN (an image has no timestamp)."""
-    if isinstance(data, float) and not math.isfinite(data):
-        return None
-    if isinstance(data, dict):
-        return {k: _finite(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_finite(v) for v in data]
-    return data
 
 
 __all__ = [

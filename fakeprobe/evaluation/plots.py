@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,6 @@ def to_png(fig, dpi: int = 100) -> bytes:
 def palette(n: int) -> list[str]:
     """``n`` distinct colours (tab10, then tab20 beyond ten series)."""
     import matplotlib
-
     from matplotlib.colors import to_hex
 
     cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
@@ -273,7 +273,8 @@ def timeline(info: dict[str, Any], tracks: dict[int, tuple[np.ndarray, np.ndarra
     if single:
         fig = _figure(6.4, 2.6)
         fig.set_layout_engine("none")
-        fig.suptitle(_short(info["id"], 60), fontsize=9.5, color=colour)
+        fig.text(0.01, 0.97, _short(info["id"], 62), fontsize=9.5, color=colour, va="top",
+                 fontweight="bold")
         image_ax = fig.add_axes((0.03, 0.05, 0.36, 0.78))
         crop = top[0][2] if top else None
         if crop is None:
@@ -287,14 +288,15 @@ def timeline(info: dict[str, Any], tracks: dict[int, tuple[np.ndarray, np.ndarra
         lines.append(f"{info.get('dataset', '')} / {info.get('method', '')}")
         fig.text(0.43, 0.45, "\n".join(lines), va="center", fontsize=10)
         return to_png(fig)
-    fig = _figure(12, 3.3)
+    fig = _figure(12, 3.5)
     fig.set_layout_engine("none")
-    title = (f"{_short(info['id'], 80)}   true: {info['label']}   video score "
-             f"{info['score']:.3f}" + (f" (threshold {info['threshold']:.3f}: called {called})"
-                                        if called else "")
-             + f"   {info.get('dataset', '')} / {info.get('method', '')}")
-    fig.suptitle(title, fontsize=10, color=colour, y=0.985)
-    ax = fig.add_axes((0.05, 0.15, 0.47, 0.71))
+    fig.text(0.01, 0.975, _short(info["id"], 130), fontsize=10, color=colour, va="top",
+             fontweight="bold")
+    fig.text(0.01, 0.905, f"true: {info['label']}    video score {info['score']:.3f}"
+             + (f" (threshold {info['threshold']:.3f}: called {called})" if called else "")
+             + f"    {info.get('dataset', '')} / {info.get('method', '')}", fontsize=9.5,
+             va="top", color="#333333")
+    ax = fig.add_axes((0.05, 0.14, 0.47, 0.63))
     for (track, (x, score)), line_colour in zip(sorted(tracks.items()), palette(len(tracks))):
         name = f"track {track}" if len(tracks) > 1 else "frame score"
         ax.plot(x, score, marker="o", ms=3, lw=1.4, color=line_colour, label=name)
@@ -308,10 +310,11 @@ def timeline(info: dict[str, Any], tracks: dict[int, tuple[np.ndarray, np.ndarra
                     ha="center", fontsize=8.5, fontweight="bold")
     ax.set(ylim=(-0.02, 1.1), xlabel=x_label, ylabel="frame P(fake)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7.5, loc="lower left", ncol=3, framealpha=0.85)
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=4, frameon=False,
+              borderaxespad=0.2, handlelength=2.2)
     if top:
         size = 128
-        strip_ax = fig.add_axes((0.545, 0.04, 0.45, 0.80))
+        strip_ax = fig.add_axes((0.545, 0.04, 0.45, 0.74))
         strip_ax.imshow(_strip([t[2] for t in top], size))
         strip_ax.set_axis_off()
         for k, (_, _, crop, caption) in enumerate(top):

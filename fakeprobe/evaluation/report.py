@@ -27,9 +27,10 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,7 @@ METRICS = (
     ("recall", "recall", "high"), ("f1", "F1", "high"), ("specificity", "spec.", "high"),
     ("fpr", "FPR", "low"), ("fnr", "FNR", "low"), ("threshold", "thresh.", None),
 )
+_ARROWS = {"high": "↑", "low": "↓"}
 #: Cost columns (all lower-is-better): (key, header, decimals).
 COSTS = (("fit_seconds", "fit s", 1), ("predict_seconds", "predict s", 2),
          ("peak_rss_mb", "peak MiB", 0))
@@ -67,15 +69,17 @@ section{margin:26px 0 0}.lead{color:#4a5561;margin:2px 0 10px}
 nav#toc{background:#f0f3f6;border:1px solid #dde3e8;border-radius:6px;padding:8px 16px;
  margin:14px 0}nav#toc ol{margin:4px 0;padding-left:20px;columns:2}nav#toc a{color:#1f5fa8}
 .scroll{overflow-x:auto;max-width:100%}
-table{border-collapse:collapse;font-size:12.5px;margin:4px 0 10px}
-th,td{border:1px solid #dde3e8;padding:3px 6px;text-align:right;white-space:nowrap}
+table{border-collapse:collapse;font-size:12px;margin:4px 0 10px}
+th,td{border:1px solid #dde3e8;padding:3px 5px;text-align:right;white-space:nowrap}
 th{background:#eef2f5;font-weight:600}td.l,th.l{text-align:left}
 td.best{font-weight:700;background:#dff3e4;color:#0b6b2f}
-td.wrap{white-space:normal;max-width:560px;text-align:left;word-break:break-all}
-th.in{background:#d5efdc}small{color:#5c6670}
+td.wrap{white-space:normal;max-width:560px;text-align:left;overflow-wrap:anywhere}
+.block{max-width:600px}
+th.in{background:#d5efdc}
+table.cross th{white-space:normal;max-width:105px;vertical-align:bottom}small{color:#5c6670}
 figure{margin:8px 0 14px}figure img{max-width:100%;height:auto;border:1px solid #e3e7eb}
 figcaption{font-size:12px;color:#4a5561}
-.grid{display:flex;flex-wrap:wrap;gap:10px}.grid figure{margin:0}
+.grid{display:flex;flex-wrap:wrap;gap:10px 28px;align-items:flex-start}.grid figure{margin:0}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:6px 10px;margin:6px 0}
 code{background:#f0f3f6;padding:1px 4px;border-radius:3px;font-size:12px}
 pre{background:#f0f3f6;padding:8px;overflow-x:auto;font-size:12px}
@@ -135,8 +139,10 @@ def _label(report: dict[str, Any]) -> str:
     return f"{report.get('head', '?')} · {'+'.join(report.get('features') or [])}"
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:60] or "x"
+def _slug(text: str, tail: bool = False) -> str:
+    """A file-name-safe form of ``text``, at most 60 characters (its end with ``tail``)."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", text).lower()
+    return (slug[-48:] if tail else slug[:60]).strip("-") or "x"
 
 
 def _video_auc(report: dict[str, Any]) -> float:
@@ -247,7 +253,7 @@ def _metric_table(reports: list[dict[str, Any]], level: str, costs: bool) -> str
     unit = "videos" if level == "video" else "frames"
     head = ("<tr><th class=l>head</th><th class=l>features</th><th>" + unit + "<br>"
             "<small>real / fake</small></th>"
-            + "".join(f"<th>{_esc(h)}{' ↑' if b == 'high' else ' ↓' if b == 'low' else ''}</th>"
+            + "".join(f"<th>{_esc(h)}<br><small>{_ARROWS.get(b, '')}</small></th>"
                       for _, h, b, _ in columns)
             + "<th>TN / FP<br>FN / TP</th></tr>")
     rows = []
@@ -269,13 +275,15 @@ def _metric_table(reports: list[dict[str, Any]], level: str, costs: bool) -> str
 
 def _section_metrics(reports: list[dict[str, Any]]) -> str:
     protocol = ", ".join(sorted({str(r.get("protocol", "")) for r in reports}))
-    parts = [
+    lead = (
         f"<p class=lead>{len(reports)} head x feature set evaluation(s), {_esc(protocol)}. "
         "Thresholds are picked on the training folds (Youden's J) and applied to the test "
         "fold; <b>bold green</b> marks the best value of each column (↑ higher is better, "
         "↓ lower is better). acc.: accuracy, prec.: precision, spec.: specificity, thresh.: "
         "the fold thresholds' mean. Time is summed over the folds; memory is the peak "
-        "resident set of the fits.</p>",
+        "resident set of the fits.</p>")
+    parts = [
+        lead,
         "<h3>Video level (frames aggregated per item), with cost</h3>",
         _metric_table(reports, "video", costs=True),
         "<h3>Frame level (every face row scored alone)</h3>",
@@ -374,9 +382,10 @@ def _section_cross(figs: _Figures, record: dict[str, Any], reports: list[dict[st
                 "trained on; the others are out-of-domain.")
     else:
         lead = f"A single dataset ({_esc(datasets[0])}): per-method results only."
-    parts = [f"<p class=lead>{lead} Cells: video ROC-AUC, then real / fake items. A method's "
-             "row holds the dataset's reals against that method's fakes; n/a where a cell "
-             "holds one class.</p>"]
+    parts = [(f"<p class=lead>{lead} Cells: video ROC-AUC, then real / fake items. A method's "
+              "row holds the dataset's reals against that method's fakes; n/a where a cell "
+              "holds one class.</p>")]
+    html_tables: list[str] = []
     for r, cells in zip(reports, tables):
         methods = sorted({m for (_, m) in cells if m != "*"})
         head = "<tr><th class=l>method</th>" + "".join(
@@ -396,8 +405,9 @@ def _section_cross(figs: _Figures, record: dict[str, Any], reports: list[dict[st
                            "</td>")
             name = "all (*)" if method == "*" else method
             rows.append(f"<tr><td class=l>{_esc(name)}</td>{''.join(tds)}</tr>")
-        parts.append(f"<h3>{_esc(_label(r))}</h3><div class=scroll><table>{head}</tr>"
-                     f"{''.join(rows)}</table></div>")
+        html_tables.append(f"<div><h3>{_esc(_label(r))}</h3><div class=scroll>"
+                           f"<table class=cross>{head}</tr>{''.join(rows)}</table></div></div>")
+    parts.append(f"<div class=grid>{''.join(html_tables)}</div>")
     bars = [(_label(r), colour, [_num(((cells.get((d, "*")) or {}).get("video") or {})
                                       .get("roc_auc")) for d in datasets])
             for r, cells, colour in zip(reports, tables, colours)]
@@ -456,14 +466,14 @@ def _section_timelines(figs: _Figures, record: dict[str, Any], reports: list[dic
         order = np.argsort(-np.nan_to_num(f["score"], nan=-1.0))[:TOP_FRAMES]
         wanted[scores[i]["id"]] = [(int(f["frame_index"][k]), int(f["track"][k])) for k in order]
     thumbs, source = face_thumbnails(record, wanted, THUMB_SIZE)
-    parts = [f"<p class=lead>Best evaluation by video ROC-AUC: <b>{_esc(_label(best))}</b>. "
-             f"The {len(fakes)} fakes and the {len(reals)} reals it scores most fake (false "
-             "alarms first in line for a look): per-frame fake score over time, one line per "
-             "face track, the fold threshold dashed, and the faces of the most fake frames "
-             f"(numbered on the line). {'Images (single frames) are left out. ' if videos_only else ''}"
-             f"Thumbnails: {_esc(source)}</p>"]
-    for title, group in (("Most fake-scored fakes", fakes), ("Most fake-scored reals "
-                                                              "(false alarms)", reals)):
+    skipped = "Images (single frames) are left out. " if videos_only else ""
+    parts = [(f"<p class=lead>Best evaluation by video ROC-AUC: <b>{_esc(_label(best))}</b>. "
+              f"The {len(fakes)} fakes and the {len(reals)} reals it scores most fake (false "
+              "alarms first in line for a look): per-frame fake score over time, one line per "
+              "face track, the fold threshold dashed, and the faces of the most fake frames "
+              f"(numbered on the line). {skipped}Thumbnails: {_esc(source)}</p>")]
+    for title, group in (("Most fake-scored fakes", fakes),
+                         ("Most fake-scored reals (false alarms)", reals)):
         parts.append(f"<h3>{title}</h3>")
         if not group:
             parts.append("<p>None in this run.</p>")
@@ -491,8 +501,8 @@ def _section_timelines(figs: _Figures, record: dict[str, Any], reports: list[dic
             called = ("fake" if threshold is not None and info["score"] >= threshold
                       else "real" if threshold is not None else "?")
             parts.append(figs.add(
-                f"timeline-{info.get('label')}-{info.get('method', '')}-"
-                f"{Path(str(info['id'])).stem}", png, f"timeline {info['id']}",
+                f"timeline-{info.get('label')}-{_slug(str(info['id']), tail=True)}", png,
+                f"timeline {info['id']}",
                 f"<code>{_esc(info['id'])}</code>: {_esc(info.get('label'))}, called "
                 f"{called} (score {_fmt(info['score'])}, fold {_esc(info.get('fold'))}, "
                 f"{len(f['score'])} face rows)"))
@@ -586,33 +596,34 @@ def _cache_lines(cache: dict[str, Any] | None) -> dict[str, Any]:
 def _section_provenance(record: dict[str, Any]) -> str:
     env = dict(record.get("environment") or {})
     versions = env.pop("versions", {})
-    parts = [_kv_table({"command": record.get("command"), "created": record.get("created"),
-                        "kind": record.get("kind"), "model": record.get("model")}
-                       if record.get("model") else
-                       {"command": record.get("command"), "created": record.get("created"),
-                        "kind": record.get("kind")})]
+    run = {"command": record.get("command"), "created": record.get("created"),
+           "kind": record.get("kind")}
+    if record.get("model"):
+        run["model"] = record["model"]
+    blocks = []
     for name, title in (("cache", "Cache"), ("eval_cache", "Evaluation cache (--eval)")):
         if record.get(name):
-            parts.append(f"<h3>{title}</h3>{_kv_table(_cache_lines(record[name]))}")
-    parts.append(f"<h3>Extractor config</h3>{_kv_table(record.get('extractor_config'))}")
-    parts.append("<h3>Feature sets</h3>" + "".join(
-        f"<p><b>{_esc(name)}</b></p>{_kv_table(cfg)}"
-        for name, cfg in (record.get("feature_configs") or {}).items()) or "<p>–</p>")
+            blocks.append(f"<h3>{title}</h3>{_kv_table(_cache_lines(record[name]))}")
+    blocks.append(f"<h3>Extractor config</h3>{_kv_table(record.get('extractor_config'))}")
+    for name, cfg in (record.get("feature_configs") or {}).items():
+        blocks.append(f"<h3>Feature set {_esc(name)}</h3>{_kv_table(cfg)}")
     for key, title in (("selection", "Selection"), ("protocol", "Protocol"),
                        ("aggregation", "Aggregation")):
-        parts.append(f"<h3>{title}</h3>{_kv_table(record.get(key))}")
-    parts.append(f"<h3>Environment</h3>{_kv_table(env)}{_kv_table(versions)}")
-    return "".join(parts)
+        blocks.append(f"<h3>{title}</h3>{_kv_table(record.get(key))}")
+    blocks.append(f"<h3>Environment</h3>{_kv_table(env)}")
+    blocks.append(f"<h3>Library versions</h3>{_kv_table(versions)}")
+    return _kv_table(run) + "<div class=grid>" + "".join(
+        f"<div class=block>{b}</div>" for b in blocks) + "</div>"
 
 
 # --- markdown ----------------------------------------------------------------------------------
 
 def _markdown(record: dict[str, Any], reports: list[dict[str, Any]], figs: _Figures) -> str:
     lines = ["# fakeprobe report", "",
-             f"{record.get('kind', '')} run of {record.get('created', '')}: "
-             f"`{record.get('command', '')}`", "", "## Metrics (video level)", "",
-             "| head | features | videos | ROC-AUC | PR-AUC | log loss | EER | bal. acc. | F1 | "
-             "FPR | FNR | TN/FP/FN/TP | frame ROC-AUC | fit s | peak MiB |",
+             (f"{record.get('kind', '')} run of {record.get('created', '')}: "
+              f"`{record.get('command', '')}`"), "", "## Metrics (video level)", "",
+             ("| head | features | videos | ROC-AUC | PR-AUC | log loss | EER | bal. acc. | F1 "
+              "| FPR | FNR | TN/FP/FN/TP | frame ROC-AUC | fit s | peak MiB |"),
              "|---|---|" + "---:|" * 13]
     for r in reports:
         v, c = r.get("video") or {}, (r.get("video") or {}).get("confusion") or {}
@@ -620,7 +631,8 @@ def _markdown(record: dict[str, Any], reports: list[dict[str, Any]], figs: _Figu
             f"| {r.get('head')} | {'+'.join(r.get('features') or [])} | {v.get('n', '–')} | "
             + " | ".join(_fmt(v.get(k)) for k in ("roc_auc", "pr_auc", "log_loss", "eer",
                                                   "balanced_accuracy", "f1", "fpr", "fnr"))
-            + f" | {c.get('tn', '–')}/{c.get('fp', '–')}/{c.get('fn', '–')}/{c.get('tp', '–')}"
+            + f" | {c.get('tn', '–')}/{c.get('fp', '–')}/{c.get('fn', '–')}/"
+            f"{c.get('tp', '–')}"
             f" | {_fmt((r.get('frame') or {}).get('roc_auc'))} | {_fmt(r.get('fit_seconds'), 1)}"
             f" | {_fmt(r.get('peak_rss_mb'), 0)} |")
     datasets, domain, tables = cross_tables(record, reports)
@@ -649,14 +661,14 @@ def _markdown(record: dict[str, Any], reports: list[dict[str, Any]], figs: _Figu
     versions = env.get("versions") or {}
     protocol = record.get("protocol") or {}
     lines += ["", "## Provenance", "",
-              f"- cache: `{cache.get('path', '')}` ({cache.get('items', '?')} items, "
-              f"by dataset {json.dumps(cache.get('by_dataset', {}))})",
-              f"- features: {', '.join(record.get('feature_configs') or {}) or '–'}; "
-              f"extractor: {json.dumps(record.get('extractor_config') or {})}",
+              (f"- cache: `{cache.get('path', '')}` ({cache.get('items', '?')} items, "
+               f"by dataset {json.dumps(cache.get('by_dataset', {}))})"),
+              (f"- features: {', '.join(record.get('feature_configs') or {}) or '–'}; "
+               f"extractor: {json.dumps(record.get('extractor_config') or {})}"),
               f"- protocol: {json.dumps(protocol)}",
               f"- aggregation: {json.dumps(record.get('aggregation'))}",
-              f"- machine: {env.get('platform', '?')}, {env.get('cpu', '?')}, "
-              f"{env.get('cores', '?')} cores, {env.get('memory_gb', '?')} GB",
+              (f"- machine: {env.get('platform', '?')}, {env.get('cpu', '?')}, "
+               f"{env.get('cores', '?')} cores, {env.get('memory_gb', '?')} GB"),
               "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), "",
               "## Figures", ""]
     lines += [f"![{name[:-4]}]({figs.path(name)})" for name in figs.files

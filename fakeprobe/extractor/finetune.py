@@ -59,6 +59,7 @@ from fakeprobe.extractor.backbones.imagenet import (EFFICIENTNET_LITE0, MOBILENE
                                                     PortedSpec, StateDict,
                                                     default_weights_path, verify_sha256)
 from fakeprobe.extractor.base import CropSpec
+from fakeprobe.extractor.torch_reader import sha256_file
 from fakeprobe.extractor.config import CONTEXT_MARGIN
 from fakeprobe.features.cache import READ_STATUSES, CacheReader
 
@@ -740,11 +741,17 @@ def finetune(cache_path: Path | str, out_path: Path | str, config: FinetuneConfi
         return copy
 
     ckpt.mkdir(parents=True, exist_ok=True)
+    epoch = resumed_from
+    since_best = epoch - best_epoch if best_epoch else 0
+    stopped = bool(len(val_rows)) and best_epoch > 0 and since_best >= config.patience
+    model = None
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
     try:
         with tf.device(tf_device):
-            if state:
+            if epoch >= config.epochs or stopped:
+                pass  # nothing left to train: the files are only checked below
+            elif state:
                 reporter.message(f"resuming after epoch {resumed_from} from {ckpt}")
                 try:
                     model = keras.models.load_model(ckpt / state["last"], safe_mode=True)
@@ -756,7 +763,7 @@ def finetune(cache_path: Path | str, out_path: Path | str, config: FinetuneConfi
                 model = build_network(config.base, config.input_size, **net_kwargs)
                 model.compile(optimizer=keras.optimizers.Adam(config.lr),
                               loss="binary_crossentropy")
-            if "GPU" not in tf_device:
+            if model is not None and "GPU" not in tf_device:
                 # XLA compiles MobileNetV2's training step on a CPU for a minute, then runs it
                 # 6-30x slower than plain graph mode (TensorFlow 2.21). On a GPU Keras decides.
                 model.jit_compile = False
@@ -797,9 +804,6 @@ def finetune(cache_path: Path | str, out_path: Path | str, config: FinetuneConfi
     n_batches = max(1, math.ceil(n_train / batch))
     better = (lambda new, old: new < old) if config.monitor == "loss" else (
         lambda new, old: new > old)
-    epoch = resumed_from
-    since_best = epoch - best_epoch if best_epoch else 0
-    stopped = bool(len(val_rows)) and best_epoch > 0 and since_best >= config.patience
     try:
         while epoch < config.epochs and not stopped:
             epoch += 1
@@ -873,8 +877,9 @@ def finetune(cache_path: Path | str, out_path: Path | str, config: FinetuneConfi
     finally:
         for tmp in ckpt.glob(".*.tmp*"):
             tmp.unlink(missing_ok=True)
-    if not out_path.is_file():
-        publish(epoch)
+    best = ckpt / "best.keras"
+    if best.is_file() and (not out_path.is_file() or sha256_file(out_path) != sha256_file(best)):
+        publish(epoch)  # a run killed between its checkpoint and the copy
     if not out_path.is_file():
         raise FinetuneError(f"no epoch gave a finite validation {config.monitor}: nothing "
                             f"saved to {out_path}")

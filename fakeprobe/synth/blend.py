@@ -347,11 +347,34 @@ def self_blend(frame_bgr: np.ndarray, landmarks: np.ndarray,
     float from the unrounded transformed copy and rounded once. Returns ``(out, w)``: ``out``
     uint8 BGR, ``w`` the ``(H, W)`` float32 weight actually used (0 where the frame is
     untouched), the natural target for a blending-boundary label.
+
+    Only the face's neighbourhood is transformed: the box where ``w > 0``, padded by the
+    farthest the warp and the filter reach into the frame (every step is either per pixel, a
+    warp that moves a pixel at most ``|scale - 1| * distance + shift``, or a Gaussian read to
+    4 sigma), so a 1080p frame costs what its face costs and the result equals transforming
+    the whole frame.
     """
     frame = _check_frame(frame_bgr)
     weight = face_mask(frame.shape, landmarks, params.mask, params.erode, params.blur)
     weight *= np.float32(params.ratio)
-    source = _transform_float(frame, landmarks, params)
-    w = weight[..., None]
-    out = source * w + frame.astype(np.float32) * (1.0 - w)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8), weight
+    out = frame.copy()
+    rows = np.flatnonzero(weight.any(axis=1))
+    if not len(rows):
+        return out, weight
+    cols = np.flatnonzero(weight.any(axis=0))
+    size = face_size(landmarks)
+    marks = np.asarray(landmarks, dtype=np.float64)
+    centre = marks.mean(axis=0)
+    corners = np.array([[cols[0], rows[0]], [cols[-1], rows[-1]]], dtype=np.float64)
+    reach = float(np.abs(corners - centre).max()) + 1.0
+    pad = math.ceil(abs(params.scale - 1.0) * reach / max(params.scale, 1e-6)
+                    + max(abs(params.shift_x), abs(params.shift_y)) * size / max(
+                        params.scale, 1e-6)
+                    + 4.0 * params.filter_sigma * size) + 4
+    y0, y1 = max(int(rows[0]) - pad, 0), min(int(rows[-1]) + 1 + pad, frame.shape[0])
+    x0, x1 = max(int(cols[0]) - pad, 0), min(int(cols[-1]) + 1 + pad, frame.shape[1])
+    source = _transform_float(frame[y0:y1, x0:x1], marks - [x0, y0], params)
+    w = weight[y0:y1, x0:x1, None]
+    region = source * w + frame[y0:y1, x0:x1].astype(np.float32) * (1.0 - w)
+    out[y0:y1, x0:x1] = np.clip(np.rint(region), 0, 255).astype(np.uint8)
+    return out, weight
