@@ -298,7 +298,12 @@ def predict(model_path: Path, inputs: Iterable[Path], *, cache_path: Path | None
     from fakeprobe.extractor.pipeline import extract
 
     model = load_model(model_path)
-    config = replace(model.extractor_config, backbones=model.features)
+    configs = model.provenance["feature_configs"]
+    derived = tuple(f for f in model.features if "derived_from" in configs.get(f, {}))
+    bases = {configs[f]["derived_from"] for f in derived} - {"frames"}
+    backbones = tuple(dict.fromkeys([f for f in model.features if f not in derived]
+                                    + sorted(bases)))
+    config = replace(model.extractor_config, backbones=backbones)
     with measure() as usage, tempfile.TemporaryDirectory(prefix="fakeprobe-") as tmp:
         cache = cache_path or Path(tmp) / "predict.h5"
         summary = extract(list(inputs), cache, config, workers=workers, device=device,
@@ -306,6 +311,10 @@ def predict(model_path: Path, inputs: Iterable[Path], *, cache_path: Path | None
         if not cache.exists():
             raise FakeprobeError("no item could be read: " + "; ".join(
                 f"{f['id']}: {f['error']}" for f in summary.failures[:5]))
+        if derived:  # video-level sets computed from the rows, as at training
+            from fakeprobe.features.temporal import derive
+
+            derive(cache, derived)
         model.check_cache(cache)
         data = load_frames(cache, model.features, Selection(labelled_only=False))
         with CacheReader(cache) as reader:

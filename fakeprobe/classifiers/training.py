@@ -121,9 +121,16 @@ def grouped_folds(data: FrameData, n_splits: int = 5, random_state: int = 0
     if len(np.unique(labels[labels >= 0])) < 2:
         raise FakeprobeError("the selection holds a single class: a detector needs real and "
                              "fake items")
-    n_splits = min(n_splits, n_groups)
+    # every fold needs a member of each class
+    n_splits = max(2, min(n_splits, n_groups, _smallest_class(labels)))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
     return [(tr, te) for tr, te in splitter.split(np.zeros(len(labels)), labels, groups)]
+
+
+def _smallest_class(labels: np.ndarray) -> int:
+    """Items in the rarer of the two classes (labels 0/1; unlabelled ignored)."""
+    counts = np.bincount(labels[labels >= 0], minlength=2)
+    return int(counts.min())
 
 
 def _rows(data: FrameData, videos: np.ndarray) -> np.ndarray:
@@ -143,7 +150,8 @@ def _search(head: Pipeline, name: str, data: FrameData, rows: np.ndarray, mode: 
     if not space:
         return {}
     groups = data.groups[rows]
-    if len(np.unique(groups)) < INNER_FOLDS:
+    video_labels = data.video_labels[np.unique(data.video[rows])]
+    if len(np.unique(groups)) < INNER_FOLDS or _smallest_class(video_labels) < INNER_FOLDS:
         return {}
     X, y, video = data.X[rows], data.y[rows], data.video[rows]
     cv = list(StratifiedGroupKFold(INNER_FOLDS, shuffle=True, random_state=random_state)
@@ -168,7 +176,7 @@ def _inner_threshold(head: Pipeline, data: FrameData, train_videos: np.ndarray,
         train_videos = np.sort(train_videos[keep])
     groups = data.videos["group"][train_videos]
     labels = data.video_labels[train_videos]
-    if len(np.unique(groups)) < INNER_FOLDS:
+    if len(np.unique(groups)) < INNER_FOLDS or _smallest_class(labels) < INNER_FOLDS:
         return 0.5
     splitter = StratifiedGroupKFold(INNER_FOLDS, shuffle=True, random_state=random_state)
     oof = np.full(data.n_videos, np.nan)

@@ -42,7 +42,8 @@ class ExtractorConfig:
 
     ``frames`` evenly spaced frames per video, or, when ``fps`` is set, frames at that rate (at
     most ``max_frames``). ``min_face_score`` of ``None`` means the detector's own default.
-    ``keep_crops`` is the side of stored aligned face crops (0 keeps none).
+    ``keep_crops`` is the side of stored aligned face crops (0 keeps none). ``backbones`` may
+    be empty: only the rows (faces, landmarks, tracks) are cached, e.g. for ``landmarks``.
     """
 
     frames: int = DEFAULT_FRAMES
@@ -66,8 +67,6 @@ class ExtractorConfig:
             raise ValueError("max_frames must be at least 1")
         if self.keep_crops < 0:
             raise ValueError("keep_crops must be 0 (off) or a crop size in pixels")
-        if not self.backbones:
-            raise ValueError("at least one backbone is needed")
         object.__setattr__(self, "backbones", tuple(self.backbones))
 
     def to_dict(self) -> dict[str, Any]:
