@@ -14,17 +14,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_video
 from typer.testing import CliRunner
 
-from conftest import write_video
 from fakeprobe.errors import ConfigMismatch, FakeprobeError
 from fakeprobe.extractor.align import recrop
 from fakeprobe.extractor.base import CropSpec
 from fakeprobe.extractor.components import BACKBONES
 from fakeprobe.extractor.config import CONTEXT_MARGIN, ExtractorConfig
-from fakeprobe.extractor.finetune import (AugmentConfig, FinetuneConfig, FinetuneError,
-                                          SilentReporter, checkpoint_dir, finetune, load_crops,
-                                          sidecar_path, split_items)
+from fakeprobe.extractor.finetune import (
+    AugmentConfig,
+    FinetuneConfig,
+    FinetuneError,
+    SilentReporter,
+    checkpoint_dir,
+    finetune,
+    load_crops,
+    sidecar_path,
+    split_items,
+)
 from fakeprobe.extractor.pipeline import extract
 from fakeprobe.features import cache as fcache
 

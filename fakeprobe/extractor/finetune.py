@@ -45,23 +45,33 @@ import os
 import shutil
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from fakeprobe.errors import FakeprobeError
 from fakeprobe.extractor.align import can_recrop, recrop
-from fakeprobe.extractor.backbones.finetuned import (EMBEDDING_LAYER, FINETUNED_FORMAT,
-                                                     METADATA_NAME, SCORE_LAYER)
-from fakeprobe.extractor.backbones.imagenet import (EFFICIENTNET_LITE0, MOBILENET_V2,
-                                                    PortedSpec, StateDict,
-                                                    default_weights_path, verify_sha256)
+from fakeprobe.extractor.backbones.finetuned import (
+    EMBEDDING_LAYER,
+    FINETUNED_FORMAT,
+    METADATA_NAME,
+    SCORE_LAYER,
+)
+from fakeprobe.extractor.backbones.imagenet import (
+    EFFICIENTNET_LITE0,
+    MOBILENET_V2,
+    PortedSpec,
+    StateDict,
+    default_weights_path,
+    verify_sha256,
+)
 from fakeprobe.extractor.base import CropSpec
-from fakeprobe.extractor.torch_reader import sha256_file
 from fakeprobe.extractor.config import CONTEXT_MARGIN
-from fakeprobe.features.cache import READ_STATUSES, CacheReader
+from fakeprobe.extractor.torch_reader import sha256_file
+from fakeprobe.features.cache import CacheReader
 
 #: Networks that can be fine-tuned: the offline ImageNet ports.
 BASES: dict[str, PortedSpec] = {"mobilenet-v2": MOBILENET_V2,
@@ -123,7 +133,7 @@ class AugmentConfig:
         object.__setattr__(self, "cutout_size", tuple(self.cutout_size))
 
     @classmethod
-    def only(cls, steps: tuple[str, ...] | list[str]) -> "AugmentConfig":
+    def only(cls, steps: tuple[str, ...] | list[str]) -> AugmentConfig:
         """The named steps at their default probabilities, the others off."""
         unknown = [s for s in steps if s not in cls.STEPS]
         if unknown:
@@ -784,7 +794,7 @@ def finetune(cache_path: Path | str, out_path: Path | str, config: FinetuneConfi
             "val_groups": split.val_groups, "val_uses_self_blend": split.val_uses_self_blend,
             "train_items": len(split.train), "val_items": len(split.val),
             "history": history, "seed": config.seed, "versions": _versions(),
-            "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "saved": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
 
     def publish(epochs_run: int) -> None:
@@ -906,7 +916,24 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-__all__ = ["AugmentConfig", "BASES", "CropSet", "EpochLog", "FAKE_SOURCES", "FinetuneConfig",
-           "FinetuneError", "FinetuneResult", "MONITORS", "Reporter", "SELF_BLEND_METHOD",
-           "SilentReporter", "Split", "build_network", "checkpoint_dir", "finetune",
-           "load_crops", "sidecar_path", "split_items"]
+__all__ = [
+    "BASES",
+    "FAKE_SOURCES",
+    "MONITORS",
+    "SELF_BLEND_METHOD",
+    "AugmentConfig",
+    "CropSet",
+    "EpochLog",
+    "FinetuneConfig",
+    "FinetuneError",
+    "FinetuneResult",
+    "Reporter",
+    "SilentReporter",
+    "Split",
+    "build_network",
+    "checkpoint_dir",
+    "finetune",
+    "load_crops",
+    "sidecar_path",
+    "split_items",
+]

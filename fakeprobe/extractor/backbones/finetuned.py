@@ -30,7 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from fakeprobe.errors import WeightsError
-from fakeprobe.extractor.backbones.imagenet import DEFAULT_BATCH_SIZE, TF_HINT, KerasBackbone
+from fakeprobe.extractor.backbones.imagenet import (
+    DEFAULT_BATCH_SIZE,
+    TF_HINT,
+    KerasBackbone,
+)
 from fakeprobe.extractor.base import BACKBONES, Backbone, CropSpec
 from fakeprobe.extractor.torch_reader import sha256_file
 
