@@ -473,6 +473,9 @@ XDatasetOpt = Annotated[list[str], typer.Option(
     "--exclude-dataset", help="Drop items whose dataset matches.")]
 XMethodOpt = Annotated[list[str], typer.Option(
     "--exclude-method", help="Drop items whose method matches (leave one method out).")]
+XGroupOpt = Annotated[list[str], typer.Option(
+    "--exclude-group", help="Drop items whose group matches, e.g. 'ffpp:actor:*' (the FF++ "
+    "actor originals and their pseudo-fakes).")]
 AggOpt = Annotated[str, typer.Option(
     "--aggregate", help="Frame-to-video rule: mean, median, topk, logit-mean, confident.")]
 SmoothOpt = Annotated[str, typer.Option(
@@ -518,12 +521,12 @@ ReportOpt = Annotated[Optional[Path], typer.Option(
     "timelines; a markdown summary and PNGs beside it).")]
 
 
-def _selection(dataset, method, exclude_dataset, exclude_method):
+def _selection(dataset, method, exclude_dataset, exclude_method, exclude_group=()):
     from fakeprobe.classifiers.data import Selection
 
     return Selection(datasets=tuple(dataset), methods=tuple(method),
                      exclude_datasets=tuple(exclude_dataset),
-                     exclude_methods=tuple(exclude_method))
+                     exclude_methods=tuple(exclude_method), exclude_groups=tuple(exclude_group))
 
 
 def _aggregation(aggregate, smooth, window, alpha):
@@ -619,7 +622,7 @@ def _fit_command(head: str):
             "and its provenance).")] = None,
         features: FeaturesOpt = [],
         dataset: DatasetOpt = [], method: MethodOpt = [], exclude_dataset: XDatasetOpt = [],
-        exclude_method: XMethodOpt = [],
+        exclude_method: XMethodOpt = [], exclude_group: XGroupOpt = [],
         aggregate: AggOpt = "mean", smooth: SmoothOpt = "none", window: WindowOpt = 5,
         alpha: AlphaOpt = 0.3, cv: CvOpt = 5, holdout: HoldoutOpt = None,
         eval_cache: EvalOpt = None, search: SearchOpt = None, seed: SeedOpt = 0,
@@ -630,7 +633,7 @@ def _fit_command(head: str):
     ) -> None:
         from fakeprobe.classifiers.api import fit
 
-        selection = _selection(dataset, method, exclude_dataset, exclude_method)
+        selection = _selection(dataset, method, exclude_dataset, exclude_method, exclude_group)
         aggregation = _aggregation(aggregate, smooth, window, alpha)
         protocol = _protocol(cv, holdout, eval_cache, search, seed, smote, train_dataset,
                              train_method, train_fakes, score_self_blend)
@@ -667,7 +670,7 @@ def compare(
     head: Annotated[list[str], typer.Option(
         "--head", help="Heads to compare (default: svm, xgb, logreg).")] = [],
     dataset: DatasetOpt = [], method: MethodOpt = [], exclude_dataset: XDatasetOpt = [],
-    exclude_method: XMethodOpt = [],
+    exclude_method: XMethodOpt = [], exclude_group: XGroupOpt = [],
     aggregate: AggOpt = "mean", smooth: SmoothOpt = "none", window: WindowOpt = 5,
     alpha: AlphaOpt = 0.3, cv: CvOpt = 5, holdout: HoldoutOpt = None,
     eval_cache: EvalOpt = None, search: SearchOpt = None, seed: SeedOpt = 0,
@@ -681,7 +684,7 @@ def compare(
     same folds give in-domain and out-of-domain scores side by side."""
     from fakeprobe.classifiers.api import compare as run_compare
 
-    selection = _selection(dataset, method, exclude_dataset, exclude_method)
+    selection = _selection(dataset, method, exclude_dataset, exclude_method, exclude_group)
     aggregation = _aggregation(aggregate, smooth, window, alpha)
     protocol = _protocol(cv, holdout, eval_cache, search, seed, smote, train_dataset,
                          train_method, train_fakes, score_self_blend)
@@ -707,7 +710,7 @@ def evaluate(
                                           help="A model file from fit-*.")],
     cache: CacheArg,
     dataset: DatasetOpt = [], method: MethodOpt = [], exclude_dataset: XDatasetOpt = [],
-    exclude_method: XMethodOpt = [],
+    exclude_method: XMethodOpt = [], exclude_group: XGroupOpt = [],
     as_json: JsonOpt = False,
 ) -> None:
     """Score a cache with a saved model at its threshold and print every metric.
@@ -715,8 +718,8 @@ def evaluate(
     The model file is a pickle: load only models you trust."""
     from fakeprobe.classifiers.api import evaluate as run_evaluate
 
-    report, warnings = run_evaluate(model, cache, _selection(dataset, method, exclude_dataset,
-                                                              exclude_method))
+    report, warnings = run_evaluate(model, cache, _selection(
+        dataset, method, exclude_dataset, exclude_method, exclude_group))
     for warning in warnings:
         err.print(f"[yellow]warning[/] {warning}", highlight=False)
     if as_json:
@@ -982,7 +985,7 @@ def finetune(
         "pseudo-fakes whose method is self_blend). Validation uses true fakes whenever its "
         "groups hold any.")] = "all",
     dataset: DatasetOpt = [], method: MethodOpt = [], exclude_dataset: XDatasetOpt = [],
-    exclude_method: XMethodOpt = [],
+    exclude_method: XMethodOpt = [], exclude_group: XGroupOpt = [],
     frames_per_item: Annotated[int, typer.Option(
         min=0, help="At most this many evenly spaced face crops per item (0: all).")] = 0,
     augment: Annotated[str, typer.Option(
@@ -1033,7 +1036,8 @@ def finetune(
         with reporter:
             result = run_finetune(
                 cache, out_path, config, device=device, restart=restart, progress=reporter,
-                selection=_selection(dataset, method, exclude_dataset, exclude_method))
+                selection=_selection(dataset, method, exclude_dataset, exclude_method,
+                                     exclude_group))
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted[/]: finished epochs are saved in {out_path}.ckpt; run "
                   "the same command again to resume")

@@ -71,8 +71,9 @@ class Protocol:
         pseudo = videos["method"] == SELF_BLEND_METHOD
         train = np.ones(data.n_videos, bool)
         if self.train_selection is not None:
-            train &= np.array([self.train_selection.keeps(d, m, l) for d, m, l in
-                               zip(videos["dataset"], videos["method"], videos["label"])], bool)
+            train &= np.array([self.train_selection.keeps(d, m, lab, g) for d, m, lab, g in
+                               zip(videos["dataset"], videos["method"], videos["label"],
+                                   videos["group"])], bool)
         if self.train_fakes == "real":
             train &= ~pseudo
         elif self.train_fakes == "self-blend":

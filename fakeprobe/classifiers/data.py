@@ -32,12 +32,15 @@ class Selection:
     methods: tuple[str, ...] = ()
     exclude_datasets: tuple[str, ...] = ()
     exclude_methods: tuple[str, ...] = ()
+    #: Group patterns to drop (e.g. ``ffpp:actor:*``: the FF++ actor originals and anything
+    #: made from them, such as their pseudo-fakes).
+    exclude_groups: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     labelled_only: bool = True
     #: Real items pass the ``methods`` patterns whatever their method (to name fake methods).
     real_any_method: bool = False
 
-    def keeps(self, dataset: str, method: str, label: str) -> bool:
+    def keeps(self, dataset: str, method: str, label: str, group: str = "") -> bool:
         def hit(value: str, patterns: Sequence[str]) -> bool:
             return any(fnmatch.fnmatchcase(value, p) for p in patterns)
 
@@ -50,7 +53,8 @@ class Selection:
         if self.methods and not hit(method, self.methods) and not (
                 self.real_any_method and label == "real"):
             return False
-        return not (hit(dataset, self.exclude_datasets) or hit(method, self.exclude_methods))
+        return not (hit(dataset, self.exclude_datasets) or hit(method, self.exclude_methods)
+                    or hit(group, self.exclude_groups))
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -122,8 +126,8 @@ def load_frames(cache_path: Path | str, features: Iterable[str],
         frames = cache.frames(("video", "frame_index", "timestamp", "track", "has_face"))
         done = {f: cache.feature_done(f) for f in features}
         keep_video = np.array([
-            selection.keeps(d, m, l)
-            for d, m, l in zip(videos["dataset"], videos["method"], videos["label"])
+            selection.keeps(d, m, lab, g) for d, m, lab, g in
+            zip(videos["dataset"], videos["method"], videos["label"], videos["group"])
         ], dtype=bool)
         excluded = []
         for i in np.flatnonzero(keep_video):

@@ -45,13 +45,14 @@ import os
 import shutil
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from fakeprobe.datasets import SELF_BLEND_METHOD
 from fakeprobe.errors import FakeprobeError
 from fakeprobe.extractor.align import can_recrop, recrop
 from fakeprobe.extractor.backbones.finetuned import (
@@ -77,7 +78,6 @@ from fakeprobe.features.cache import CacheReader
 BASES: dict[str, PortedSpec] = {"mobilenet-v2": MOBILENET_V2,
                                 "efficientnet-lite0": EFFICIENTNET_LITE0}
 #: ``method`` of the pseudo-fakes made by self-blending real footage.
-SELF_BLEND_METHOD = "self_blend"
 #: Which fakes the training part uses.
 FAKE_SOURCES = ("all", "real", "self-blend")
 #: Validation quantities early stopping can watch (AUCs: higher is better; loss: lower).
@@ -293,11 +293,14 @@ def default_input_size(stored: CropSpec) -> int:
 
 
 def load_crops(cache_path: Path | str, selection=None, input_size: int | None = None,
-               frames_per_item: int = 0, allow_upsample: bool = False) -> CropSet:
+               frames_per_item: int = 0, allow_upsample: bool = False,
+               groups: Sequence[str] | None = None) -> CropSet:
     """The face crops of every selected, labelled, readable item, cut to ``input_size``.
 
     ``selection`` is a :class:`fakeprobe.classifiers.data.Selection` (default: every labelled
-    item). Raises :class:`FinetuneError` when the cache has no crops, when the input would need
+    item); ``groups``, when given, keeps only items of those groups (the training part of an
+    outer grouped split, so that a net fine-tuned inside a cross-validation never sees a test
+    group). Raises :class:`FinetuneError` when the cache has no crops, when the input would need
     upsampling (unless ``allow_upsample``) or when nothing is left.
     """
     from fakeprobe.classifiers.data import Selection
@@ -315,10 +318,12 @@ def load_crops(cache_path: Path | str, selection=None, input_size: int | None = 
                 "allow upsampling (--allow-upsample)")
         videos = cache.videos()
         has_face = cache.frames(("has_face",))["has_face"]
+        wanted_groups = None if groups is None else set(groups)
         keep = {i for i in range(cache.n_videos)
                 if videos["status"][i] == "ok" and videos["label"][i] in ("real", "fake")
                 and selection.keeps(videos["dataset"][i], videos["method"][i],
-                                    videos["label"][i])}
+                                    videos["label"][i], videos["group"][i])
+                and (wanted_groups is None or videos["group"][i] in wanted_groups)}
         rows_of: dict[int, np.ndarray] = {}
         for position, rows in cache.iter_video_rows():
             if position not in keep:
@@ -644,7 +649,8 @@ def _versions() -> dict[str, str]:
 
 
 def finetune(cache_path: Path | str, out_path: Path | str, config: FinetuneConfig | None = None,
-             *, selection=None, device: str = "auto", restart: bool = False,
+             *, selection=None, groups: Sequence[str] | None = None, device: str = "auto",
+             restart: bool = False,
              progress: Reporter | Callable[[EpochLog], None] | None = None,
              **overrides: Any) -> FinetuneResult:
     """Fine-tune ``config.base`` on the stored crops of ``cache_path``; the best model (by
@@ -682,7 +688,7 @@ def finetune(cache_path: Path | str, out_path: Path | str, config: FinetuneConfi
     # -- data and split (cheap checks first: a cache without crops fails before TensorFlow)
     reporter.message(f"reading crops from {cache_path}")
     data = load_crops(cache_path, selection, config.input_size, config.frames_per_item,
-                      config.allow_upsample)
+                      config.allow_upsample, groups)
     config = replace(config, input_size=data.spec.size)
     if data.upsampled:
         warnings.append(f"crops upsampled from the stored {data.stored.size} px to "
@@ -703,6 +709,7 @@ def finetune(cache_path: Path | str, out_path: Path | str, config: FinetuneConfi
         "config": {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_FIELDS},
         "selection": selection.to_dict(), "training_cache_sha256": fingerprint["sha256"],
         "base_weights_sha256": BASES[config.base].sha256,
+        "groups": sorted(groups) if groups is not None else None,
     }
     settings = json.loads(json.dumps(_plain(settings)))
 

@@ -1,0 +1,190 @@
+"""Fine-tuned features under grouped cross-validation: the net is trained inside each fold.
+
+A net fine-tuned on every FF++ video and then used as a feature extractor in a CV over the same
+videos would have seen the test videos: its scores would be a lie. Here, for each of the 5
+grouped folds of the FF++ videos (c23 and c40; the unpaired actor originals left out), the net is
+fine-tuned on the training groups only (``fakeprobe finetune`` with ``groups=``, a fixed number of
+epochs, no validation split), its ``embedding`` layer becomes the feature set of that fold's
+heads (fitted on the training groups' frames), and the test groups are scored:
+
+* ``net``: the fine-tuned net's own output P(fake), mean over a video's frames;
+* ``logreg`` / ``xgb``: the classical heads on the 128-d embedding (video = mean of frames).
+
+Out-of-fold video scores give one ROC-AUC per scorer. ``--fakes`` chooses the training fakes:
+``real`` (true fakes), ``all`` (true fakes + self-blended pseudo-fakes) or ``self-blend`` (only
+pseudo-fakes); pseudo-fakes are never scored. ``--lomo`` also holds one manipulation method out
+of training in every fold and scores the reals and that method's fakes.
+
+    .venv/bin/python benchmarks/finetune_cv.py runs/sbi/videos.h5 --fakes real all \\
+        --epochs 5 --input-size 128 --json-out r.json --markdown r.md
+
+The cache needs stored crops (``extract --keep-crops``) and, for ``all``/``self-blend``,
+pseudo-fakes (``--self-blend``). Prints JSON on stdout and a markdown table on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fakeprobe.classifiers.data import Selection
+from fakeprobe.classifiers.heads import fit_head, new_head
+from fakeprobe.classifiers.training import fake_proba
+from fakeprobe.datasets import SELF_BLEND_METHOD
+from fakeprobe.evaluation.metrics import binary_metrics, fmt
+from fakeprobe.evaluation.runs import environment
+from fakeprobe.extractor.finetune import FinetuneConfig, finetune, load_crops
+
+FF_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
+HEADS = ("logreg", "xgb")
+#: The unpaired 24 fps actor originals and their pseudo-fakes are left out (data README).
+LEFT_OUT_GROUPS = ("ffpp:actor:*",)
+
+
+def _net_outputs(path: Path, crops: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(embedding, P(fake)) of every crop through a fine-tuned ``.keras`` file."""
+    from fakeprobe.extractor.backbones.finetuned import EMBEDDING_LAYER, SCORE_LAYER
+    from fakeprobe.extractor.tf_utils import import_tensorflow
+
+    tf = import_tensorflow()
+    net = tf.keras.models.load_model(path, compile=False, safe_mode=True)
+    both = tf.keras.Model(net.inputs, [net.get_layer(EMBEDDING_LAYER).output,
+                                       net.get_layer(SCORE_LAYER).output])
+    emb, score = [], []
+    for i in range(0, len(crops), batch):
+        e, s = both(crops[i : i + batch].astype(np.float32), training=False)
+        emb.append(np.asarray(e))
+        score.append(np.asarray(s).reshape(-1))
+    return np.concatenate(emb), np.concatenate(score)
+
+
+def _video_mean(values: np.ndarray, item: np.ndarray, n_items: int) -> np.ndarray:
+    sums = np.bincount(item, weights=values, minlength=n_items)
+    counts = np.bincount(item, minlength=n_items)
+    with np.errstate(invalid="ignore"):
+        return sums / counts
+
+
+def run_condition(cache: Path, workdir: Path, fakes: str, config: FinetuneConfig, folds: int,
+                  seed: int, held_out: str | None = None) -> dict:
+    """Out-of-fold video scores of every scorer for one choice of training fakes."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    selection = Selection(datasets=("FaceForensics++*",), exclude_groups=LEFT_OUT_GROUPS)
+    data = load_crops(cache, selection, config.input_size)
+    n_items = len(data.ids)
+    pseudo = data.methods == SELF_BLEND_METHOD
+    true_fake = (data.labels == 1) & ~pseudo
+    # folds over the items that are scored (reals and true fakes), by group
+    scored = np.flatnonzero(~pseudo)
+    splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+    oof = {name: np.full(n_items, np.nan) for name in ("net", *HEADS)}
+    seconds = []
+    for k, (_, test) in enumerate(splitter.split(scored, data.labels[scored],
+                                                 data.groups[scored])):
+        test_groups = set(data.groups[scored[test]])
+        train_groups = sorted(set(data.groups) - test_groups)
+        train_items = np.flatnonzero(np.isin(data.groups, train_groups))
+        if held_out:  # leave one method out of training
+            train_items = train_items[data.methods[train_items] != held_out]
+            train_groups = sorted(set(data.groups[train_items]))
+        out = workdir / f"{fakes}-{held_out or 'all'}-fold{k}.keras"
+        t0 = time.perf_counter()
+        method_filter = Selection(datasets=("FaceForensics++*",), exclude_groups=LEFT_OUT_GROUPS,
+                                  exclude_methods=(held_out,) if held_out else ())
+        finetune(cache, out, config, selection=method_filter, groups=train_groups,
+                 fakes=fakes, val_fraction=0.0)
+        seconds.append(time.perf_counter() - t0)
+        emb, prob = _net_outputs(out, data.crops)
+        test_items = np.flatnonzero(np.isin(data.groups, list(test_groups)) & ~pseudo)
+        if held_out:
+            test_items = test_items[(data.labels[test_items] == 0)
+                                    | (data.methods[test_items] == held_out)]
+        test_rows = np.isin(data.item, test_items)
+        oof["net"][test_items] = _video_mean(prob, data.item, n_items)[test_items]
+        use = {"real": ~pseudo, "all": np.ones(n_items, bool),
+               "self-blend": ~true_fake}[fakes]
+        fit_items = train_items[use[train_items]]
+        fit_rows = np.isin(data.item, fit_items)
+        y_rows = data.labels[data.item]
+        for head in HEADS:
+            model = fit_head(new_head(head, random_state=seed), emb[fit_rows], y_rows[fit_rows],
+                             data.item[fit_rows], data.groups[data.item[fit_rows]])
+            frame = np.full(len(data.item), np.nan)
+            frame[test_rows] = fake_proba(model, emb[test_rows])
+            video = _video_mean(np.nan_to_num(frame), data.item, n_items)
+            oof[head][test_items] = video[test_items]
+        print(f"  fold {k}: {len(train_groups)} training groups, {len(test_items)} test items, "
+              f"fine-tune {seconds[-1]:.0f} s", file=sys.stderr)
+    result = {"fakes": fakes, "held_out": held_out, "finetune_seconds": seconds}
+    for name, scores in oof.items():
+        ok = ~np.isnan(scores)
+        metrics = binary_metrics(data.labels[ok], scores[ok])
+        result[name] = {"auc": metrics["roc_auc"], "log_loss": metrics["log_loss"],
+                        "n": int(ok.sum())}
+    return result
+
+
+def markdown(result: dict) -> str:
+    lines = ["Video ROC-AUC, out of fold (grouped 5-fold CV on the FF++ videos; the net "
+             "fine-tuned inside each fold)", "",
+             "| training fakes | held out | net | logreg on embedding | xgb on embedding | "
+             "fine-tune s/fold |", "|---|---|---|---|---|---|"]
+    for r in result["results"]:
+        lines.append(f"| {r['fakes']} | {r['held_out'] or '-'} | {fmt(r['net']['auc'])} | "
+                     f"{fmt(r['logreg']['auc'])} | {fmt(r['xgb']['auc'])} | "
+                     f"{np.mean(r['finetune_seconds']):.0f} |")
+    env = result["environment"]
+    c = result["config"]
+    lines += ["", f"{c['base']} at {c['input_size']} px, {c['epochs']} epochs, lr {c['lr']}, "
+              f"seed {result['seed']}; {env['cpu']}, {env['cores']} cores"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("cache", type=Path)
+    parser.add_argument("--workdir", type=Path, default=Path("runs/finetune-cv"))
+    parser.add_argument("--fakes", nargs="+", default=["real", "all"])
+    parser.add_argument("--lomo", action="store_true", help="also leave each method out")
+    parser.add_argument("--base", default="mobilenet-v2")
+    parser.add_argument("--input-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    config = FinetuneConfig(base=args.base, input_size=args.input_size, epochs=args.epochs,
+                            lr=args.lr, seed=args.seed, val_fraction=0.0)
+    results = []
+    for fakes in args.fakes:
+        for held_out in (None, *(FF_METHODS if args.lomo else ())):
+            print(f"fakes={fakes} held out={held_out}", file=sys.stderr)
+            results.append(run_condition(args.cache, args.workdir, fakes, config, args.folds,
+                                         args.seed, held_out))
+            r = results[-1]
+            print(f"  net {fmt(r['net']['auc'])} logreg {fmt(r['logreg']['auc'])} xgb "
+                  f"{fmt(r['xgb']['auc'])}", file=sys.stderr)
+    result = {"benchmark": "finetune_cv", "cache": str(args.cache), "seed": args.seed,
+              "folds": args.folds, "config": config.to_dict(), "environment": environment(),
+              "results": results}
+    text = json.dumps(result, indent=2, default=str)
+    print(text)
+    table = markdown(result)
+    print(table, file=sys.stderr)
+    if args.json_out:
+        args.json_out.write_text(text + "\n", encoding="utf-8")
+    if args.markdown:
+        args.markdown.write_text(table + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
