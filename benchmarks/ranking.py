@@ -21,8 +21,9 @@ One command makes the caches it needs (skipped when they exist) and ranks:
      method's fakes of each test fold (same folds), the four AUCs and their minimum.
 
 3. Extraction cost per feature set: seconds per video (32 frames) of its embedding stage in
-   the extraction run (``embed:<name>`` of the run summary; the shared decode/detect cost is reported apart);
-   fit cost: seconds of one FF++ CV (5 folds, each with its inner threshold CV).
+   the extraction run (``embed:<name>`` of the run summary; decoding and detection, shared by
+   every set, are in the JSON's ``extraction``); fit cost: seconds of one FF++ CV (5 folds,
+   each with its inner threshold CV).
 
 Prints one JSON document on stdout and the markdown ranking on stderr; ``--json-out`` and
 ``--markdown`` write them to files. With 9 FF++ groups a label shuffle reaches a video AUC of

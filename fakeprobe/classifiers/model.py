@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import platform
 import zipfile
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from fakeprobe import __version__
 from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.errors import ConfigMismatch, FakeprobeError
 from fakeprobe.extractor.config import ExtractorConfig
+from fakeprobe.fileio import atomic_path
 from fakeprobe.features.cache import SCHEMA_VERSION, CacheReader, feature_config_differences
 
 MODEL_FORMAT = 1
@@ -149,20 +149,12 @@ def save_model(path: Path | str, pipeline: Any, provenance: dict[str, Any],
     meta = {**provenance, "format": MODEL_FORMAT, "pipeline_sha256":
             hashlib.sha256(payload).hexdigest(), "versions": library_versions(),
             "cache_schema_version": SCHEMA_VERSION}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
             archive.writestr("provenance.json", json.dumps(meta, indent=2, default=str))
             archive.writestr("pipeline.joblib", payload)
             if report is not None:
                 archive.writestr("report.json", json.dumps(report, default=str))
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

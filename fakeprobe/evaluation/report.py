@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from fakeprobe.errors import FakeprobeError
+from fakeprobe.fileio import write_bytes
 
 #: Sections of the report, in order: (id, title).
 SECTIONS = (
@@ -678,19 +679,6 @@ def _markdown(record: dict[str, Any], reports: list[dict[str, Any]], figs: _Figu
 
 # --- writing -----------------------------------------------------------------------------------
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_folder(folder: Path, files: dict[str, bytes]) -> None:
     """Replace ``folder`` by one holding exactly ``files``: written aside, then renamed."""
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
@@ -763,6 +751,6 @@ def write_report(record: dict[str, Any], out_html: Path | str, *, timelines: int
     page, summary, files = render(record, figures_folder=folder.name, timelines=timelines,
                                   explanations=explanations)
     _write_folder(folder, files)
-    _atomic_write(markdown, summary.encode("utf-8"))
-    _atomic_write(out_html, page.encode("utf-8"))
+    write_bytes(markdown, summary.encode("utf-8"))
+    write_bytes(out_html, page.encode("utf-8"))
     return Written(out_html, markdown, folder, len(files))

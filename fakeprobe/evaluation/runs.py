@@ -114,19 +114,9 @@ def finite(data: object) -> object:
 
 def save_run(path: Path | str, record: dict[str, Any]) -> Path:
     """Write a run record atomically (strict JSON: NaN becomes null)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(finite(record), handle, allow_nan=False, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    from fakeprobe.fileio import write_text
+
+    return write_text(path, json.dumps(finite(record), allow_nan=False, default=str))
 
 
 def load_run(path: Path | str) -> dict[str, Any]:

@@ -41,7 +41,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 import shutil
 import time
 import zipfile
@@ -73,6 +72,7 @@ from fakeprobe.extractor.base import CropSpec
 from fakeprobe.extractor.config import CONTEXT_MARGIN
 from fakeprobe.extractor.torch_reader import sha256_file
 from fakeprobe.features.cache import CacheReader
+from fakeprobe.fileio import atomic_path, write_text
 
 #: Networks that can be fine-tuned: the offline ImageNet ports.
 BASES: dict[str, PortedSpec] = {"mobilenet-v2": MOBILENET_V2,
@@ -582,12 +582,7 @@ def sidecar_path(out_path: Path | str) -> Path:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(_plain(data), handle, indent=2, allow_nan=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_text(path, json.dumps(_plain(data), indent=2, allow_nan=True))
 
 
 def _plain(data: Any) -> Any:
@@ -603,28 +598,16 @@ def _plain(data: Any) -> Any:
 def _save_keras(model, path: Path, metadata: dict | None = None) -> None:
     """``model`` to ``path`` through a temporary file and a rename (``metadata`` added inside
     the archive as :data:`METADATA_NAME`)."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
-    try:
+    with atomic_path(path) as tmp:
         model.save(tmp)
         if metadata is not None:
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr(METADATA_NAME, json.dumps(_plain(metadata), indent=2))
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _versions() -> dict[str, str]:

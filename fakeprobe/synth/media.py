@@ -16,6 +16,7 @@ same encoder.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import time
 import zlib
@@ -29,6 +30,7 @@ import numpy as np
 from fakeprobe.datasets import REAL, SELF_BLEND_METHOD, MediaItem, discover
 from fakeprobe.errors import FakeprobeError, MediaError
 from fakeprobe.extractor.base import Detector
+from fakeprobe.fileio import atomic_path, write_text
 from fakeprobe.synth.blend import BlendConfig, BlendParams, draw_params, self_blend
 
 #: Columns of the manifest ``synth`` writes (the ``extract`` CSV format plus the source id).
@@ -149,10 +151,8 @@ def synthesize_item(item: MediaItem, out_path: Path, detector: Detector, config:
     from fakeprobe.extractor.frames import iter_video, read_image
 
     params = item_params(config, seed, item.id)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.stem}.{os.getpid()}.tmp{out_path.suffix}")
     frames = faces = 0
-    try:
+    with atomic_path(out_path) as tmp:
         if item.kind == "image":
             image = read_image(item.path, max_pixels)
             landmarks = _largest(detector, image)
@@ -187,10 +187,6 @@ def synthesize_item(item: MediaItem, out_path: Path, detector: Detector, config:
         else:
             raise MediaError(f"synth reads videos and images, not {item.kind!r} items",
                              status="unsupported")
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return SynthResult(item, out_path, "ok" if faces else "no_face", frames, faces,
                        params=params.to_dict())
 
@@ -213,12 +209,16 @@ def write_labels(path: Path, results: list[SynthResult]) -> None:
         rows[str(result.output)] = {
             "path": _relative(result.output, path.parent), "label": "fake", "group": group,
             "dataset": source.dataset, "method": SELF_BLEND_METHOD, "source": source.id}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LABEL_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows.values())
-    os.replace(tmp, path)
+    write_manifest(path, list(rows.values()))
+
+
+def write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
+    """A ``labels.csv`` (:data:`LABEL_COLUMNS`), atomically."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=LABEL_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
 
 
 def synthesize(inputs: Iterable[Path | str], out_dir: Path | str, *,

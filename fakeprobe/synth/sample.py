@@ -16,9 +16,7 @@ whether a head can find self-blends of these two faces, nothing about real manip
 
 from __future__ import annotations
 
-import csv
 import importlib.util
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,7 +27,9 @@ import numpy as np
 from fakeprobe.datasets import SELF_BLEND_METHOD
 from fakeprobe.errors import FakeprobeError
 from fakeprobe.synth.blend import BlendConfig
-from fakeprobe.synth.media import LABEL_COLUMNS, _largest, _VideoSink, blend_faces, item_params
+from fakeprobe.fileio import atomic_path
+from fakeprobe.synth.media import (_largest, _VideoSink, blend_faces, item_params,
+                                   write_manifest)
 
 #: Dataset name of the sample's items.
 SAMPLE_DATASET = "fakeprobe-sample"
@@ -105,7 +105,10 @@ def film(photo: np.ndarray, face_box: tuple[float, float, float, float], camera:
     frames = []
     for k in range(n_frames):
         t = k / max(n_frames - 1, 1)
-        lerp = lambda a, b: a + (b - a) * t
+
+        def lerp(a: float, b: float, t: float = t) -> float:
+            return a + (b - a) * t
+
         scale = lerp(*camera.face_share) * height / fh  # frame pixels per photo pixel
         offset = np.array([lerp(camera.offset[0][0], camera.offset[1][0]),
                            lerp(camera.offset[0][1], camera.offset[1][1])]) * fh
@@ -138,15 +141,13 @@ class SampleSummary:
 
 
 def _write_clip(path: Path, frames: list[np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    sink = _VideoSink(tmp, FPS, frames[0].shape[1], frames[0].shape[0])
-    try:
-        for frame in frames:
-            sink.write(frame)
-    finally:
-        sink.close()
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        sink = _VideoSink(tmp, FPS, frames[0].shape[1], frames[0].shape[0])
+        try:
+            for frame in frames:
+                sink.write(frame)
+        finally:
+            sink.close()
 
 
 def make_sample(out_dir: Path | str, *, clips_per_photo: int = 6, holdout_per_photo: int = 1,
@@ -208,12 +209,8 @@ def make_sample(out_dir: Path | str, *, clips_per_photo: int = 6, holdout_per_ph
                 progress(f"{part}/{clip_id}")
     for part, rows in tables.items():
         csv_path = out_dir / ("labels.csv" if part == "train" else "holdout/labels.csv")
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
         for row in rows:  # manifest paths are relative to the manifest
             row["path"] = (f"train/{row['path']}" if part == "train" else row["path"])
-        with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=LABEL_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+        write_manifest(csv_path, rows)
     summary.seconds = time.perf_counter() - started
     return summary

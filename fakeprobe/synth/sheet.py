@@ -7,7 +7,6 @@ chin, a pseudo-fake that looks like a plausible face, and no black border or mis
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +17,7 @@ from fakeprobe.errors import FakeprobeError
 from fakeprobe.extractor.align import align_face
 from fakeprobe.extractor.base import CropSpec
 from fakeprobe.extractor.config import CONTEXT_MARGIN
+from fakeprobe.fileio import write_bytes
 from fakeprobe.synth.blend import BlendConfig, self_blend
 
 #: Side of each tile, in pixels.
@@ -64,12 +64,10 @@ def compose(rows: Sequence[tuple[str, list[np.ndarray]]], path: Path | str) -> P
         for k, tile in enumerate(tiles):
             sheet[top + caption : top + caption + TILE, k * TILE : (k + 1) * TILE] = tile
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    if not cv2.imwrite(str(tmp), sheet):
-        raise FakeprobeError(f"cannot write {path}")
-    os.replace(tmp, path)
-    return path
+    ok, encoded = cv2.imencode(".png", sheet)
+    if not ok:
+        raise FakeprobeError(f"cannot encode the contact sheet for {path}")
+    return write_bytes(path, encoded.tobytes())
 
 
 def contact_sheet(results: Sequence, path: Path | str, *, config: BlendConfig, seed: int,
