@@ -13,7 +13,9 @@ heads (fitted on the training groups' frames), and the test groups are scored:
 Out-of-fold video scores give one ROC-AUC per scorer. ``--fakes`` chooses the training fakes:
 ``real`` (true fakes), ``all`` (true fakes + self-blended pseudo-fakes) or ``self-blend`` (only
 pseudo-fakes); pseudo-fakes are never scored. ``--lomo`` also holds one manipulation method out
-of training in every fold and scores the reals and that method's fakes.
+of training in every fold and scores the reals and that method's fakes. ``--always-train``
+adds other people's footage to every fold's training (and never scores it): with
+``--fakes self-blend`` that is training on real footage of many identities alone.
 
     .venv/bin/python benchmarks/finetune_cv.py runs/sbi/videos.h5 --fakes real all \\
         --epochs 5 --input-size 128 --json-out r.json --markdown r.md
@@ -71,32 +73,41 @@ def _video_mean(values: np.ndarray, item: np.ndarray, n_items: int) -> np.ndarra
 
 
 def run_condition(cache: Path, workdir: Path, fakes: str, config: FinetuneConfig, folds: int,
-                  seed: int, held_out: str | None = None) -> dict:
-    """Out-of-fold video scores of every scorer for one choice of training fakes."""
+                  seed: int, held_out: str | None = None,
+                  always_train: tuple[str, ...] = ()) -> dict:
+    """Out-of-fold video scores of every scorer for one choice of training fakes.
+
+    Items whose group matches an ``always_train`` pattern (other people: FFHQ photos, the actor
+    originals, DFDC) train in every fold and are never scored."""
+    from fnmatch import fnmatchcase
+
     from sklearn.model_selection import StratifiedGroupKFold
 
-    selection = Selection(datasets=("FaceForensics++*",), exclude_groups=LEFT_OUT_GROUPS)
-    data = load_crops(cache, selection, config.input_size)
+    data = load_crops(cache, Selection(), config.input_size)
     n_items = len(data.ids)
+    extra = np.array([any(fnmatchcase(g, p) for p in always_train) for g in data.groups])
+    in_ffpp = np.array([d.startswith("FaceForensics++") for d in data.datasets])
+    in_ffpp &= ~np.array([any(fnmatchcase(g, p) for p in LEFT_OUT_GROUPS)
+                          for g in data.groups]) & ~extra
     pseudo = data.methods == SELF_BLEND_METHOD
     true_fake = (data.labels == 1) & ~pseudo
-    # folds over the items that are scored (reals and true fakes), by group
-    scored = np.flatnonzero(~pseudo)
+    # folds over the items that are scored (FF++ reals and true fakes), by group
+    scored = np.flatnonzero(~pseudo & in_ffpp)
     splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
     oof = {name: np.full(n_items, np.nan) for name in ("net", *HEADS)}
     seconds = []
     for k, (_, test) in enumerate(splitter.split(scored, data.labels[scored],
                                                  data.groups[scored])):
         test_groups = set(data.groups[scored[test]])
-        train_groups = sorted(set(data.groups) - test_groups)
+        train_groups = sorted((set(data.groups[in_ffpp]) - test_groups)
+                              | set(data.groups[extra]))
         train_items = np.flatnonzero(np.isin(data.groups, train_groups))
         if held_out:  # leave one method out of training
             train_items = train_items[data.methods[train_items] != held_out]
             train_groups = sorted(set(data.groups[train_items]))
         out = workdir / f"{fakes}-{held_out or 'all'}-fold{k}.keras"
         t0 = time.perf_counter()
-        method_filter = Selection(datasets=("FaceForensics++*",), exclude_groups=LEFT_OUT_GROUPS,
-                                  exclude_methods=(held_out,) if held_out else ())
+        method_filter = Selection(exclude_methods=(held_out,) if held_out else ())
         finetune(cache, out, config, selection=method_filter, groups=train_groups,
                  fakes=fakes, val_fraction=0.0)
         seconds.append(time.perf_counter() - t0)
@@ -121,7 +132,8 @@ def run_condition(cache: Path, workdir: Path, fakes: str, config: FinetuneConfig
             oof[head][test_items] = video[test_items]
         print(f"  fold {k}: {len(train_groups)} training groups, {len(test_items)} test items, "
               f"fine-tune {seconds[-1]:.0f} s", file=sys.stderr)
-    result = {"fakes": fakes, "held_out": held_out, "finetune_seconds": seconds}
+    result = {"fakes": fakes, "held_out": held_out, "always_train": list(always_train),
+              "extra_items": int(extra.sum()), "finetune_seconds": seconds}
     for name, scores in oof.items():
         ok = ~np.isnan(scores)
         metrics = binary_metrics(data.labels[ok], scores[ok])
@@ -133,10 +145,12 @@ def run_condition(cache: Path, workdir: Path, fakes: str, config: FinetuneConfig
 def markdown(result: dict) -> str:
     lines = ["Video ROC-AUC, out of fold (grouped 5-fold CV on the FF++ videos; the net "
              "fine-tuned inside each fold)", "",
-             "| training fakes | held out | net | logreg on embedding | xgb on embedding | "
-             "fine-tune s/fold |", "|---|---|---|---|---|---|"]
+             "| training fakes | also trains on | held out | net | logreg on embedding | "
+             "xgb on embedding | fine-tune s/fold |", "|---|---|---|---|---|---|---|"]
     for r in result["results"]:
-        lines.append(f"| {r['fakes']} | {r['held_out'] or '-'} | {fmt(r['net']['auc'])} | "
+        extra = ", ".join(r.get("always_train", [])) or "-"
+        lines.append(f"| {r['fakes']} | {extra} | {r['held_out'] or '-'} | "
+                     f"{fmt(r['net']['auc'])} | "
                      f"{fmt(r['logreg']['auc'])} | {fmt(r['xgb']['auc'])} | "
                      f"{np.mean(r['finetune_seconds']):.0f} |")
     env = result["environment"]
@@ -152,10 +166,15 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs/finetune-cv"))
     parser.add_argument("--fakes", nargs="+", default=["real", "all"])
     parser.add_argument("--lomo", action="store_true", help="also leave each method out")
+    parser.add_argument("--always-train", nargs="*", default=[],
+                        help="group patterns that train in every fold and are never scored "
+                        "(e.g. 'real/*' for FFHQ photos, 'ffpp:actor:*', 'dfdc:*')")
     parser.add_argument("--base", default="mobilenet-v2")
     parser.add_argument("--input-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--frames-per-item", type=int, default=0,
+                        help="at most this many frames of each item train the net (0: all)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-out", type=Path)
@@ -163,13 +182,14 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     config = FinetuneConfig(base=args.base, input_size=args.input_size, epochs=args.epochs,
-                            lr=args.lr, seed=args.seed, val_fraction=0.0)
+                            lr=args.lr, seed=args.seed, val_fraction=0.0,
+                            frames_per_item=args.frames_per_item)
     results = []
     for fakes in args.fakes:
         for held_out in (None, *(FF_METHODS if args.lomo else ())):
             print(f"fakes={fakes} held out={held_out}", file=sys.stderr)
             results.append(run_condition(args.cache, args.workdir, fakes, config, args.folds,
-                                         args.seed, held_out))
+                                         args.seed, held_out, tuple(args.always_train)))
             r = results[-1]
             print(f"  net {fmt(r['net']['auc'])} logreg {fmt(r['logreg']['auc'])} xgb "
                   f"{fmt(r['xgb']['auc'])}", file=sys.stderr)

@@ -175,9 +175,45 @@ def _leave_one_method_out(videos: Path, feature: str, head: str, train_fakes: st
     return out
 
 
+def per_feature(result: dict) -> list[dict]:
+    """One line per feature set: its FF++ AUC averaged over every head and training condition
+    (a default must serve whichever head an analyst fits), and the same mean for the other
+    tests. Sorted by that FF++ mean: the first is the default feature set."""
+    out = []
+    for feature in dict.fromkeys(r["features"] for r in result["results"]):
+        rows = [r for r in result["results"] if r["features"] == feature]
+
+        def mean(key: str, rows=rows) -> float | None:
+            values = [r[key]["auc"] for r in rows if key in r and r[key]["auc"] is not None]
+            return float(np.mean(values)) if values else None
+
+        lomo = [r["lomo"]["min"] for r in rows if r.get("lomo", {}).get("min") is not None]
+        out.append({"features": feature, "ffpp_mean": mean("ffpp"),
+                    "ffpp_best": max(r["ffpp"]["auc"] or 0 for r in rows),
+                    "lomo_min": min(lomo) if lomo else None, "dfdc_mean": mean("dfdc"),
+                    "images_mean": mean("images"),
+                    "embed_s_per_video": result.get("embed_seconds_per_video", {}).get(feature)})
+    return sorted(out, key=lambda r: -(r["ffpp_mean"] or 0))
+
+
 def markdown(result: dict) -> str:
-    rows = sorted(result["results"], key=lambda r: (-(r["ffpp"]["auc"] or 0)))
+    summary = per_feature(result)
     lines = [
+        "Per feature set: video ROC-AUC on FF++ (grouped 5-fold CV) averaged over the heads and "
+        "both training conditions, its best single row, the worst held-out method (LOMO, where "
+        "run), and the means on DFDC and on the images. The first line is the default.",
+        "",
+        "| features | FF++ mean | FF++ best | LOMO min | DFDC mean | images mean | "
+        "embed s/video |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in summary:
+        lines.append(f"| {r['features']} | {fmt(r['ffpp_mean'])} | {fmt(r['ffpp_best'])} | "
+                     f"{fmt(r['lomo_min'])} | {fmt(r['dfdc_mean'])} | {fmt(r['images_mean'])} "
+                     f"| {fmt(r['embed_s_per_video'], 2)} |")
+    lines += [""]
+    rows = sorted(result["results"], key=lambda r: (-(r["ffpp"]["auc"] or 0)))
+    lines += [
         "Video ROC-AUC (log loss) by grouped 5-fold CV; DFDC: trained on FF++; LOMO: worst "
         "held-out method. Sorted by FF++ AUC.",
         "",
@@ -210,7 +246,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--from-json", type=Path,
+                        help="only print the tables of an earlier run's JSON")
     args = parser.parse_args()
+    if args.from_json:
+        table = markdown(json.loads(args.from_json.read_text(encoding="utf-8")))
+        print(table)
+        if args.markdown:
+            args.markdown.write_text(table + "\n", encoding="utf-8")
+        return
     runs = make_caches(args.data, args.workdir, tuple(args.backbones))
     features = args.features or list(args.backbones) + list(DERIVED)
     embed: dict[str, dict[str, float]] = {}
