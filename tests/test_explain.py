@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from fakeprobe.evaluation.runs import finite
 from fakeprobe.classifiers import api
 from fakeprobe.classifiers.aggregate import Aggregation, smooth
 from fakeprobe.classifiers.model import load_model
@@ -198,7 +199,7 @@ def test_explain_video_ranks_frames_and_maps_them(world, model, source, tmp_path
     image = cv2.imread(str(png))
     assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
     assert ex.render_explanation(expl)[:8] == b"\x89PNG\r\n\x1a\n"
-    json.dumps(ex._finite(expl.to_dict()), allow_nan=False)
+    json.dumps(finite(expl.to_dict()), allow_nan=False)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
