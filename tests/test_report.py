@@ -434,3 +434,21 @@ def test_report_of_real_ffpp_videos(ffpp_c40_cache, tmp_path):
     for method in FFPP_GROUPS.values():
         assert method in cross
     assert "FaceForensics++ c40" in page.text["provenance"]
+
+
+def test_timelines_draw_the_series_the_run_smoothed():
+    """A run that smoothed before aggregating shows that smoothed series; one that did not,
+    the raw frame scores only."""
+    from fakeprobe.classifiers.aggregate import smooth
+    from fakeprobe.evaluation import plots
+    from fakeprobe.evaluation.report import _smoothed
+
+    scores = np.array([0.1, 0.9, 0.1, 0.9, 0.1])
+    assert _smoothed(scores, {"aggregation": {"smoothing": "none"}}) is None
+    moving = _smoothed(scores, {"aggregation": {"smoothing": "moving", "window": 3}})
+    np.testing.assert_allclose(moving, smooth(scores, "moving", 3))
+    info = {"id": "v", "label": "fake", "score": 0.5, "threshold": 0.4}
+    x = np.arange(5, dtype=float)
+    for smoothed in (None, moving):
+        png = plots.timeline(info, {0: (x, scores, smoothed)}, "frame index", 0.4, [])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"

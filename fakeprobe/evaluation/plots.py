@@ -260,11 +260,13 @@ def timeline(info: dict[str, Any], tracks: dict[int, tuple[np.ndarray, np.ndarra
     """One item's per-frame fake score over time (a line per face track) with the threshold,
     and thumbnails of its most fake frames (numbered 1, 2, ... on the line).
 
-    ``tracks``: track -> (x, score) sorted by x; ``top``: (x, score, RGB crop or None, caption).
+    ``tracks``: track -> (x, score, smoothed score or None) sorted by x; ``top``: (x, score,
+    RGB crop or None, caption). When the run smoothed scores before aggregating, the smoothed
+    series is the line and the raw frame scores are drawn faint.
     A single-frame item (an image) gets its thumbnail and score only. Axes are placed by hand
     and the thumbnails drawn as one strip: a figure costs a quarter of a second, not one.
     """
-    n_frames = sum(len(x) for x, _ in tracks.values())
+    n_frames = sum(len(track[0]) for track in tracks.values())
     single = n_frames <= 1
     colour = FAKE_COLOUR if info["label"] == "fake" else REAL_COLOUR
     called = ""
@@ -297,9 +299,15 @@ def timeline(info: dict[str, Any], tracks: dict[int, tuple[np.ndarray, np.ndarra
              + f"    {info.get('dataset', '')} / {info.get('method', '')}", fontsize=9.5,
              va="top", color="#333333")
     ax = fig.add_axes((0.05, 0.14, 0.47, 0.63))
-    for (track, (x, score)), line_colour in zip(sorted(tracks.items()), palette(len(tracks))):
+    for (track, (x, score, smoothed)), line_colour in zip(sorted(tracks.items()),
+                                                           palette(len(tracks))):
         name = f"track {track}" if len(tracks) > 1 else "frame score"
-        ax.plot(x, score, marker="o", ms=3, lw=1.4, color=line_colour, label=name)
+        if smoothed is None:
+            ax.plot(x, score, marker="o", ms=3, lw=1.4, color=line_colour, label=name)
+        else:  # raw frame scores faint, the smoothed series the run aggregated as the line
+            ax.plot(x, score, marker="o", ms=3, lw=0.6, alpha=0.35, color=line_colour,
+                    label=f"{name} (raw)")
+            ax.plot(x, smoothed, lw=1.8, color=line_colour, label=f"{name} (smoothed)")
     if threshold is not None:
         ax.axhline(threshold, color="black", ls="--", lw=1.1, label=f"threshold {threshold:.2f}")
     ax.axhline(info["score"], color="#888888", ls=":", lw=1.1,

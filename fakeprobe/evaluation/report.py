@@ -418,6 +418,18 @@ def _section_cross(figs: _Figures, record: dict[str, Any], reports: list[dict[st
     return "".join(parts)
 
 
+def _smoothed(scores: np.ndarray, report: dict[str, Any]) -> np.ndarray | None:
+    """A track's scores smoothed as the run aggregated them (None when it did not smooth)."""
+    from fakeprobe.classifiers.aggregate import smooth
+
+    aggregation = report.get("aggregation") or {}
+    method = aggregation.get("smoothing", "none")
+    if method == "none":
+        return None
+    return smooth(scores, method, int(aggregation.get("window", 5)),
+                  float(aggregation.get("alpha", 0.3)))
+
+
 def _pick_items(report: dict[str, Any], n: int) -> tuple[list[int], list[int], bool]:
     """Positions (in ``video_scores``) of the ``n`` most fake-scored fakes and reals; videos
     (several frames) only, unless the run has none."""
@@ -487,7 +499,7 @@ def _section_timelines(figs: _Figures, record: dict[str, Any], reports: list[dic
             for t in sorted(set(f["track"].tolist())):
                 k = np.flatnonzero(f["track"] == t)
                 k = k[np.argsort(x[k])]
-                tracks[t] = (x[k], f["score"][k])
+                tracks[t] = (x[k], f["score"][k], _smoothed(f["score"][k], best))
             crops = thumbs.get(info["id"], {})
             order = np.argsort(-np.nan_to_num(f["score"], nan=-1.0))[:TOP_FRAMES]
             top = [(float(x[k]), float(f["score"][k]),
