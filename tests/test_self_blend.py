@@ -231,3 +231,26 @@ def test_image_twins(tmp_path, stub_config):
     extract([root], path, stub_config, self_blend=BLEND)
     items = _by_id(path)
     assert set(items) == {"d/real/x.png", "d/real/x.png#self_blend", "d/fake/y.mp4"}
+
+
+def test_every_face_track_is_blended_with_its_own_draw(tmp_path, stub_config):
+    """With --all-faces each track gets its own parameters (from the source id and the
+    track), the same in every frame of it."""
+    root = tmp_path / "d" / "real"
+    root.mkdir(parents=True)
+    write_video(root / "two.mp4", blobs=2, seed=4)
+    path = tmp_path / "two.h5"
+    config = replace(stub_config, all_faces=True, keep_crops=48)
+    extract([tmp_path / "d"], path, config, self_blend=BLEND)
+    items = _by_id(path)
+    real, twin = items["d/real/two.mp4"], items["d/real/two.mp4" + SELF_BLEND_SUFFIX]
+    np.testing.assert_array_equal(real["landmarks"], twin["landmarks"])
+    with fcache.CacheReader(path) as cache:
+        tracks = cache.frames()["track"]
+    rows = slice(int(twin["row_start"]), int(twin["row_start"] + twin["row_count"]))
+    assert set(tracks[rows].tolist()) == {0, 1}
+    changed = np.abs(twin["crops"].astype(int) - real["crops"].astype(int)).reshape(
+        len(real["crops"]), -1).max(axis=1)
+    assert (changed > 5).all()  # every face of every frame was blended
+    params = {t: item_params(BLEND.config, BLEND.seed, "d/real/two.mp4", t) for t in (0, 1)}
+    assert params[0] != params[1]
