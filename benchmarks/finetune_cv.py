@@ -27,7 +27,6 @@ pseudo-fakes (``--self-blend``). Prints JSON on stdout and a markdown table on s
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from fakeprobe.classifiers.data import Selection
 from fakeprobe.classifiers.heads import fit_head, new_head
 from fakeprobe.classifiers.training import fake_proba
 from fakeprobe.datasets import SELF_BLEND_METHOD
+from _output import emit
 from fakeprobe.evaluation.metrics import binary_metrics, fmt
 from fakeprobe.evaluation.runs import environment
 from fakeprobe.extractor.finetune import FinetuneConfig, finetune, load_crops
@@ -196,14 +196,7 @@ def main() -> None:
     result = {"benchmark": "finetune_cv", "cache": str(args.cache), "seed": args.seed,
               "folds": args.folds, "config": config.to_dict(), "environment": environment(),
               "results": results}
-    text = json.dumps(result, indent=2, default=str)
-    print(text)
-    table = markdown(result)
-    print(table, file=sys.stderr)
-    if args.json_out:
-        args.json_out.write_text(text + "\n", encoding="utf-8")
-    if args.markdown:
-        args.markdown.write_text(table + "\n", encoding="utf-8")
+    emit(result, markdown(result), args.json_out, args.markdown)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from fakeprobe.classifiers.api import Protocol
 from fakeprobe.classifiers.data import FrameData, Selection, load_frames
 from fakeprobe.classifiers.training import EvalReport, cross_validate, grouped_folds, train_test
 from fakeprobe.datasets import SELF_BLEND_METHOD
+from _output import emit
 from fakeprobe.evaluation.metrics import binary_metrics, fmt
 from fakeprobe.evaluation.runs import environment
 from fakeprobe.features.cache import CacheReader
@@ -275,14 +276,7 @@ def main() -> None:
         "environment": environment(),
         "results": evaluate(args.workdir, features, args.heads, args.seed, args.lomo_top),
     }
-    text = json.dumps(result, indent=2, default=str)
-    print(text)
-    table = markdown(result)
-    print(table, file=sys.stderr)
-    if args.json_out:
-        args.json_out.write_text(text + "\n", encoding="utf-8")
-    if args.markdown:
-        args.markdown.write_text(table + "\n", encoding="utf-8")
+    emit(result, markdown(result), args.json_out, args.markdown)
 
 
 if __name__ == "__main__":

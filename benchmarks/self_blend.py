@@ -37,6 +37,7 @@ import numpy as np
 from fakeprobe.classifiers.api import Protocol
 from fakeprobe.classifiers.data import FrameData, load_frames
 from fakeprobe.classifiers.training import cross_validate, grouped_folds, train_test
+from _output import emit
 from fakeprobe.evaluation.metrics import fmt
 from fakeprobe.evaluation.runs import environment
 from fakeprobe.features.cache import CacheReader
@@ -127,14 +128,7 @@ def main() -> None:
     with CacheReader(args.cache) as reader:
         features = args.features or list(reader.feature_sets)
     result = run(args.cache, features, args.heads, args.folds, args.seed)
-    text = json.dumps(result, indent=2, default=str)
-    print(text)
-    table = markdown(result)
-    print(table, file=sys.stderr)
-    if args.json_out:
-        args.json_out.write_text(text + "\n", encoding="utf-8")
-    if args.markdown:
-        args.markdown.write_text(table + "\n", encoding="utf-8")
+    emit(result, markdown(result), args.json_out, args.markdown)
 
 
 if __name__ == "__main__":
