@@ -83,13 +83,14 @@ def run_record(kind: str, reports: Iterable, *, cache: Path | str,
     with CacheReader(cache) as reader:
         feature_sets = reader.feature_sets
     used = sorted({f for r in reports for f in r.features})
+    summary = summarize(cache)
     return {
         "format": RUN_FORMAT, "version": RUN_VERSION, "kind": kind,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(command if command is not None else sys.argv),
-        "cache": summarize(cache),
+        "cache": summary,
         "eval_cache": summarize(eval_cache) if eval_cache is not None else None,
-        "extractor_config": summarize(cache)["extractor_config"],
+        "extractor_config": summary["extractor_config"],
         "feature_configs": {name: feature_sets.get(name, {}) for name in used},
         "selection": selection.to_dict() if selection is not None else None,
         "protocol": protocol.to_dict() if protocol is not None else None,

@@ -22,7 +22,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import cv2
 import numpy as np
@@ -254,7 +254,7 @@ def synthesize(inputs: Iterable[Path | str], out_dir: Path | str, *,
     if on_start:
         on_start(len(items))
     try:
-        for item in _sorted(items):
+        for item in sorted(items, key=lambda item: item.id):
             try:
                 if not item.exists:
                     raise MediaError("file not found", status="missing")
@@ -275,7 +275,3 @@ def synthesize(inputs: Iterable[Path | str], out_dir: Path | str, *,
         write_labels(labels, summary.results)
         summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _sorted(items: list[MediaItem]) -> Iterator[MediaItem]:
-    yield from sorted(items, key=lambda item: item.id)
