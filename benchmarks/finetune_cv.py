@@ -15,7 +15,10 @@ Out-of-fold video scores give one ROC-AUC per scorer. ``--fakes`` chooses the tr
 pseudo-fakes); pseudo-fakes are never scored. ``--lomo`` also holds one manipulation method out
 of training in every fold and scores the reals and that method's fakes. ``--always-train``
 adds other people's footage to every fold's training (and never scores it): with
-``--fakes self-blend`` that is training on real footage of many identities alone.
+``--fakes self-blend`` that is training on real footage of many identities alone. ``--seeds``
+runs the whole CV once per seed (its own folds, training draws and heads) and adds the mean of
+the seeds' out-of-fold scores, item by item: an ensemble that is still out of fold. The JSON
+keeps every scored item's out-of-fold scores.
 
     .venv/bin/python benchmarks/finetune_cv.py runs/sbi/videos.h5 --fakes real all \\
         --epochs 5 --input-size 128 --json-out r.json --markdown r.md
@@ -27,8 +30,8 @@ pseudo-fakes (``--self-blend``). Prints JSON on stdout and a markdown table on s
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +43,7 @@ from fakeprobe.datasets import SELF_BLEND_METHOD
 from _output import emit
 from fakeprobe.evaluation.metrics import binary_metrics, fmt
 from fakeprobe.evaluation.runs import environment
-from fakeprobe.extractor.finetune import FinetuneConfig, finetune, load_crops
+from fakeprobe.extractor.finetune import FinetuneConfig, finetune, load_crops, sidecar_path
 
 FF_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 HEADS = ("logreg", "xgb")
@@ -106,11 +109,12 @@ def run_condition(cache: Path, workdir: Path, fakes: str, config: FinetuneConfig
             train_items = train_items[data.methods[train_items] != held_out]
             train_groups = sorted(set(data.groups[train_items]))
         out = workdir / f"{fakes}-{held_out or 'all'}-fold{k}.keras"
-        t0 = time.perf_counter()
         method_filter = Selection(exclude_methods=(held_out,) if held_out else ())
         finetune(cache, out, config, selection=method_filter, groups=train_groups,
                  fakes=fakes, val_fraction=0.0)
-        seconds.append(time.perf_counter() - t0)
+        # the epochs' own times, so that a net reused from an earlier run reports its training
+        history = json.loads(sidecar_path(out).read_text(encoding="utf-8"))["history"]
+        seconds.append(sum(epoch["seconds"] for epoch in history))
         emb, prob = _net_outputs(out, data.crops)
         test_items = np.flatnonzero(np.isin(data.groups, list(test_groups)) & ~pseudo)
         if held_out:
@@ -133,37 +137,76 @@ def run_condition(cache: Path, workdir: Path, fakes: str, config: FinetuneConfig
         print(f"  fold {k}: {len(train_groups)} training groups, {len(test_items)} test items, "
               f"fine-tune {seconds[-1]:.0f} s", file=sys.stderr)
     result = {"fakes": fakes, "held_out": held_out, "always_train": list(always_train),
-              "extra_items": int(extra.sum()), "finetune_seconds": seconds}
-    for name, scores in oof.items():
-        ok = ~np.isnan(scores)
-        metrics = binary_metrics(data.labels[ok], scores[ok])
-        result[name] = {"auc": metrics["roc_auc"], "log_loss": metrics["log_loss"],
-                        "n": int(ok.sum())}
+              "extra_items": int(extra.sum()), "seed": seed, "finetune_seconds": seconds}
+    scored_items = np.flatnonzero(~np.isnan(oof["net"]))
+    result["scores"] = {"ids": [str(data.ids[i]) for i in scored_items],
+                        "labels": data.labels[scored_items].tolist(),
+                        "methods": [str(data.methods[i]) for i in scored_items],
+                        **{name: oof[name][scored_items].tolist() for name in oof}}
+    result.update(_metrics(result["scores"]))
+    return result
+
+
+def _metrics(scores: dict) -> dict:
+    """AUC and log loss of every scorer from a result's ``scores`` (per scored item)."""
+    labels = np.asarray(scores["labels"])
+    out = {}
+    for name in ("net", *HEADS):
+        metrics = binary_metrics(labels, np.asarray(scores[name], float))
+        out[name] = {"auc": metrics["roc_auc"], "log_loss": metrics["log_loss"],
+                     "n": len(labels)}
+    return out
+
+
+def seed_ensemble(runs: list[dict]) -> dict:
+    """The mean of every scorer's out-of-fold video score over the seeds' runs of one condition.
+
+    Each seed draws its own folds, so every item is scored by nets that never saw its group;
+    averaging those scores is an ensemble of independent fits, still out of fold."""
+    common = set.intersection(*(set(r["scores"]["ids"]) for r in runs))
+    ids = [i for i in runs[0]["scores"]["ids"] if i in common]
+    first = runs[0]["scores"]
+    row = {i: k for k, i in enumerate(first["ids"])}
+    scores = {"ids": ids, "labels": [first["labels"][row[i]] for i in ids],
+              "methods": [first["methods"][row[i]] for i in ids]}
+    for name in ("net", *HEADS):
+        per_seed = []
+        for r in runs:
+            at = {i: k for k, i in enumerate(r["scores"]["ids"])}
+            per_seed.append([r["scores"][name][at[i]] for i in ids])
+        scores[name] = np.mean(per_seed, axis=0).tolist()
+    result = {key: runs[0][key] for key in ("fakes", "held_out", "always_train", "extra_items")}
+    result.update({"seeds": [r["seed"] for r in runs],
+                   "finetune_seconds": [s for r in runs for s in r["finetune_seconds"]],
+                   "scores": scores, **_metrics(scores)})
     return result
 
 
 def markdown(result: dict) -> str:
     lines = ["Video ROC-AUC, out of fold (grouped 5-fold CV on the FF++ videos; the net "
              "fine-tuned inside each fold)", "",
-             "| training fakes | also trains on | held out | net | logreg on embedding | "
-             "xgb on embedding | fine-tune s/fold |", "|---|---|---|---|---|---|---|"]
+             "| training fakes | also trains on | held out | seed | net | logreg on embedding | "
+             "xgb on embedding | fine-tune s/fold |", "|---|---|---|---|---|---|---|---|"]
     for r in result["results"]:
         extra = ", ".join(r.get("always_train", [])) or "-"
-        lines.append(f"| {r['fakes']} | {extra} | {r['held_out'] or '-'} | "
+        seed = ("mean of " + ", ".join(map(str, r["seeds"]))) if "seeds" in r else r["seed"]
+        lines.append(f"| {r['fakes']} | {extra} | {r['held_out'] or '-'} | {seed} | "
                      f"{fmt(r['net']['auc'])} | "
                      f"{fmt(r['logreg']['auc'])} | {fmt(r['xgb']['auc'])} | "
                      f"{np.mean(r['finetune_seconds']):.0f} |")
     env = result["environment"]
     c = result["config"]
-    lines += ["", f"{c['base']} at {c['input_size']} px, {c['epochs']} epochs, lr {c['lr']}, "
-              f"seed {result['seed']}; {env['cpu']}, {env['cores']} cores"]
+    lines += ["", f"{c['base']} at {c['input_size']} px, {c['epochs']} epochs, lr {c['lr']}; "
+              f"{env['cpu']}, {env['cores']} cores"]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("cache", type=Path)
-    parser.add_argument("--workdir", type=Path, default=Path("runs/finetune-cv"))
+    parser.add_argument("--workdir", default="runs/finetune-cv/seed{seed}",
+                        help="where the fold nets go; {seed} is replaced by the seed. A run "
+                        "again with the same folder reuses the finished nets")
     parser.add_argument("--fakes", nargs="+", default=["real", "all"])
     parser.add_argument("--lomo", action="store_true", help="also leave each method out")
     parser.add_argument("--always-train", nargs="*", default=[],
@@ -176,27 +219,41 @@ def main() -> None:
     parser.add_argument("--frames-per-item", type=int, default=0,
                         help="at most this many frames of each item train the net (0: all)")
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="one run per seed (folds, net and heads); with several, also the "
+                        "mean of their out-of-fold scores")
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    config = FinetuneConfig(base=args.base, input_size=args.input_size, epochs=args.epochs,
-                            lr=args.lr, seed=args.seed, val_fraction=0.0,
-                            frames_per_item=args.frames_per_item)
     results = []
     for fakes in args.fakes:
         for held_out in (None, *(FF_METHODS if args.lomo else ())):
-            print(f"fakes={fakes} held out={held_out}", file=sys.stderr)
-            results.append(run_condition(args.cache, args.workdir, fakes, config, args.folds,
-                                         args.seed, held_out, tuple(args.always_train)))
-            r = results[-1]
-            print(f"  net {fmt(r['net']['auc'])} logreg {fmt(r['logreg']['auc'])} xgb "
-                  f"{fmt(r['xgb']['auc'])}", file=sys.stderr)
-    result = {"benchmark": "finetune_cv", "cache": str(args.cache), "seed": args.seed,
-              "folds": args.folds, "config": config.to_dict(), "environment": environment(),
+            runs = []
+            for seed in args.seeds:
+                print(f"fakes={fakes} held out={held_out} seed={seed}", file=sys.stderr)
+                workdir = Path(args.workdir.format(seed=seed))
+                workdir.mkdir(parents=True, exist_ok=True)
+                config = FinetuneConfig(base=args.base, input_size=args.input_size,
+                                        epochs=args.epochs, lr=args.lr, seed=seed,
+                                        val_fraction=0.0, frames_per_item=args.frames_per_item)
+                runs.append(run_condition(args.cache, workdir, fakes, config, args.folds, seed,
+                                          held_out, tuple(args.always_train)))
+                results.append(runs[-1])
+                _say(runs[-1])
+            if len(runs) > 1:
+                results.append(seed_ensemble(runs))
+                _say(results[-1])
+    config = config.to_dict()
+    del config["seed"]
+    result = {"benchmark": "finetune_cv", "cache": str(args.cache), "seeds": args.seeds,
+              "folds": args.folds, "config": config, "environment": environment(),
               "results": results}
     emit(result, markdown(result), args.json_out, args.markdown)
+
+
+def _say(r: dict) -> None:
+    print(f"  net {fmt(r['net']['auc'])} logreg {fmt(r['logreg']['auc'])} xgb "
+          f"{fmt(r['xgb']['auc'])}", file=sys.stderr)
 
 
 if __name__ == "__main__":

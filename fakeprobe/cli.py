@@ -56,6 +56,23 @@ def _print_json(data: object) -> None:
     sys.stdout.write(json.dumps(finite(data), indent=2, default=str, allow_nan=False) + "\n")
 
 
+def _backbones_and_weights(backbones: list[str], weights: list[str]
+                           ) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``--backbone`` names and ``--weights`` files; ``-b NAME:PATH`` is ``-b NAME --weights
+    NAME=PATH`` (``-b finetuned:NET.keras``)."""
+    from fakeprobe.extractor.components import BACKBONES
+
+    names, pairs = [], list(weights)
+    for value in backbones:
+        name, sep, path = value.partition(":")
+        if sep and name in BACKBONES.names():
+            names.append(name)
+            pairs.append(f"{name}={path}")
+        else:
+            names.append(value)
+    return tuple(dict.fromkeys(names)), _parse_weights(pairs)
+
+
 def _parse_weights(values: list[str]) -> dict[str, str]:
     weights = {}
     for value in values:
@@ -159,7 +176,8 @@ def extract(
         "largest face of each frame).")] = False,
     backbone: Annotated[list[str], typer.Option(
         "--backbone", "-b", help="Feature set(s) to compute; repeat for several. See "
-        "`fakeprobe components`.")] = ["mobilenet-v2"],
+        "`fakeprobe components`. NAME:PATH also gives the weights file (-b "
+        "finetuned:NET.keras).")] = ["mobilenet-v2"],
     weights: Annotated[list[str], typer.Option(
         help="Local weights for a backbone, as BACKBONE=PATH (for the keras.applications "
         "family offline).")] = [],
@@ -199,18 +217,19 @@ def extract(
 
     blending = (SelfBlend(_blend_config(blend_config, blend_mask), blend_seed)
                 if self_blend else None)
+    backbone_names, weight_files = _backbones_and_weights(backbone, weights)
 
     config = ExtractorConfig(
         frames=frames, fps=fps, max_frames=max_frames, detector=detector,
         detect_size=detect_size, min_face_score=min_face_score, all_faces=all_faces,
-        keep_crops=keep_crops, max_pixels=max_pixels, backbones=tuple(dict.fromkeys(backbone)),
+        keep_crops=keep_crops, max_pixels=max_pixels, backbones=backbone_names,
     )
     reporter = _ProgressReporter(err)
     try:
         with reporter:
             summary = run_extract(
                 inputs, out_path, config, workers=workers, device=device,
-                batch_size=batch_size, weights=_parse_weights(weights),
+                batch_size=batch_size, weights=weight_files,
                 detector_weights=str(detector_weights) if detector_weights else None,
                 commit_every=commit_every, frame_folders=frame_folders, reporter=reporter,
                 self_blend=blending,
@@ -1014,7 +1033,7 @@ def finetune(
 
     Splits by group, balances classes, augments on the fly, keeps the best epoch on validation
     and checkpoints every epoch (Ctrl-C, then the same command, resumes). Use the result as a
-    feature set: `fakeprobe extract DATA --out CACHE -b finetuned --weights finetuned=OUT`
+    feature set: `fakeprobe extract DATA --out CACHE -b finetuned:OUT`
     (on a cache with stored crops, nothing is decoded).
     """
     from fakeprobe.extractor.finetune import AugmentConfig, FinetuneConfig

@@ -114,7 +114,8 @@ def test_warp_and_filters_leave_no_black_border(frame):
         src = transform_source(frame, marks, params)
         assert src.shape == frame.shape and src.dtype == np.uint8
         assert not (src == frame).all()
-        assert src[[0, -1]].max(axis=(1, 2)).min() > 0 and src[:, [0, -1]].max(axis=(0, 2)).min() > 0
+        assert src[[0, -1]].max(axis=(1, 2)).min() > 0
+        assert src[:, [0, -1]].max(axis=(0, 2)).min() > 0
         assert np.abs(src.astype(int) - frame).mean() < 40
 
 
@@ -163,8 +164,9 @@ def test_config_round_trip_and_validation():
 
 @pytest.mark.shared_data
 def test_real_faces_masks_and_contact_sheet(shared_data, tmp_path):
-    """Blends four real FFHQ faces (0, 1, 10, 11: the folder has no 2.jpg); checks the mask covers the landmarks with a plausible
-    area, and writes original | blended | mask to /tmp/blend_sheet.png for a human look."""
+    """Blends four real FFHQ faces (0, 1, 10, 11: the folder has no 2.jpg); checks the mask
+    covers the landmarks with a plausible area, and writes original | blended | mask to
+    ``tmp_path/blend_sheet.png`` for a human look."""
     from fakeprobe.extractor.components import DETECTORS
 
     detector = DETECTORS.create("yunet")
@@ -187,7 +189,7 @@ def test_real_faces_masks_and_contact_sheet(shared_data, tmp_path):
         mask_bgr = cv2.cvtColor((weight * 255).round().astype(np.uint8), cv2.COLOR_GRAY2BGR)
         row = np.hstack([frame, out, mask_bgr])
         rows.append(cv2.resize(row, (768, 256), interpolation=cv2.INTER_AREA))
-    assert cv2.imwrite("/tmp/blend_sheet.png", np.vstack(rows))
+    assert cv2.imwrite(str(tmp_path / "blend_sheet.png"), np.vstack(rows))
 
 
 def dataclass_replace(config: BlendConfig, **changes) -> BlendConfig:

@@ -299,3 +299,22 @@ def test_finetune_command(crop_cache, tmp_path):
     assert bad.exit_code != 0 and "unknown augmentation" in bad.output
     refused = CliRunner().invoke(app, args[:-1] + ["--lr", "0.01"])
     assert refused.exit_code == 1 and "other settings" in refused.output
+
+
+def test_extract_command_takes_finetuned_colon_path(trained, crop_cache, tmp_path):
+    """``-b finetuned:NET.keras`` is ``-b finetuned --weights finetuned=NET.keras``."""
+    from fakeprobe.cli import app
+
+    _, out = trained
+    cache = tmp_path / "c.h5"
+    shutil.copy(crop_cache, cache)
+    manifest = crop_cache.parent / "media" / "manifest.csv"
+    common = ["extract", str(manifest), "--out", str(cache), "--detector", "test-blob",
+              "--frames", "4", "--keep-crops", str(STORED), "-b", "test-colour"]
+    missing = CliRunner().invoke(app, common + ["-b", f"finetuned:{tmp_path / 'none.keras'}"])
+    assert missing.exit_code != 0 and "no such file" in missing.output
+    result = CliRunner().invoke(app, common + ["-b", f"finetuned:{out}", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["features_added"] == 12
+    with fcache.CacheReader(cache) as reader:
+        assert reader.feature_sets["finetuned"]["weights_sha256"]

@@ -195,7 +195,9 @@ def identity_params(**overrides: object) -> BlendParams:
 def draw_params(config: BlendConfig, rng: np.random.Generator) -> BlendParams:
     """One draw from ``config``. Always consumes the same number of values from ``rng``, so
     draws stay aligned whatever branch (filter or not) each one takes."""
-    u = lambda r: float(rng.uniform(r[0], r[1]))
+    def u(r: tuple[float, float]) -> float:
+        return float(rng.uniform(r[0], r[1]))
+
     erode, blur = u(config.erode), u(config.blur)
     ratio = float(config.blend_ratio[int(rng.integers(len(config.blend_ratio)))])
     scale = u(config.scale)
