@@ -73,6 +73,35 @@ def _backbones_and_weights(backbones: list[str], weights: list[str]
     return tuple(dict.fromkeys(names)), _parse_weights(pairs)
 
 
+def _cache_settings(ctx: typer.Context, cache_path: Path, settings: dict) -> dict:
+    """The existing cache's values of the ``settings`` not given on the command line (so that
+    adding media or a backbone needs no repeat of the first run's options); said on stderr.
+    ``backbones`` not given means only the cache's own. Nothing when there is no such cache."""
+    from fakeprobe.features.cache import CacheReader
+
+    if not cache_path.is_file():
+        return {}
+    try:
+        with CacheReader(cache_path) as reader:
+            stored = reader.config.to_dict()
+    except FakeprobeError:
+        return {}  # the extraction says what is wrong with the file
+    option = {"backbones": "backbone"}
+    inherited = {}
+    for name, value in settings.items():
+        source = ctx.get_parameter_source(option.get(name, name))  # a ParameterSource enum
+        if getattr(source, "name", None) == "DEFAULT" and name in stored:
+            if name == "backbones":
+                inherited[name] = tuple(stored[name])
+            elif stored[name] != value:
+                inherited[name] = stored[name]
+    changed = {k: v for k, v in inherited.items() if k != "backbones"}
+    if changed:
+        err.print(f"[dim]{cache_path}'s settings for what was not given: "
+                  + ", ".join(f"{k} {v}" for k, v in changed.items()) + "[/]", highlight=False)
+    return inherited
+
+
 def _parse_weights(values: list[str]) -> dict[str, str]:
     weights = {}
     for value in values:
@@ -155,6 +184,7 @@ def _blend_config(config_path: Path | None, mask: str | None):
 @app.command()
 @_handles_errors
 def extract(
+    ctx: typer.Context,
     inputs: Annotated[list[Path], typer.Argument(
         exists=True, help="Folders (real/ and fake/ subfolders, a FaceForensics++ tree, DFDC "
         "folders with metadata.json, or unlabelled media), CSV manifests (path,label[,group]) "
@@ -209,7 +239,9 @@ def extract(
     """Extract faces and features of labelled media into an HDF5 cache.
 
     Re-running with the same --out skips what is cached and adds what is new (more media, or
-    another --backbone). A crash or Ctrl-C loses nothing: run the same command again.
+    another --backbone). A crash or Ctrl-C loses nothing: run the same command again. On an
+    existing cache, the sampling, detection and crop options not given (and --backbone) are
+    the cache's own.
     """
     from fakeprobe.extractor.config import ExtractorConfig
     from fakeprobe.extractor.pipeline import SelfBlend
@@ -219,11 +251,12 @@ def extract(
                 if self_blend else None)
     backbone_names, weight_files = _backbones_and_weights(backbone, weights)
 
-    config = ExtractorConfig(
-        frames=frames, fps=fps, max_frames=max_frames, detector=detector,
-        detect_size=detect_size, min_face_score=min_face_score, all_faces=all_faces,
-        keep_crops=keep_crops, max_pixels=max_pixels, backbones=backbone_names,
-    )
+    settings = dict(frames=frames, fps=fps, max_frames=max_frames, detector=detector,
+                    detect_size=detect_size, min_face_score=min_face_score,
+                    all_faces=all_faces, keep_crops=keep_crops, max_pixels=max_pixels,
+                    backbones=backbone_names)
+    settings.update(_cache_settings(ctx, out_path, settings))
+    config = ExtractorConfig(**settings)
     reporter = _ProgressReporter(err)
     try:
         with reporter:

@@ -101,3 +101,22 @@ def test_json_output_is_strict_json_even_for_images(tmp_path):
     json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
     info = runner.invoke(app, ["info", str(tmp_path / "c.h5"), "--json"])
     json.loads(info.stdout, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+
+
+def test_extending_a_cache_takes_its_settings_for_options_not_given(media_tree, tmp_path):
+    cache = tmp_path / "c.h5"
+    first = runner.invoke(app, ["extract", str(media_tree), "--out", str(cache), *STUBS,
+                                "--keep-crops", "32"])
+    assert first.exit_code == 0, first.output
+    # no option repeated: the cache's detector, frames, crops and backbones
+    again = runner.invoke(app, ["extract", str(media_tree), "--out", str(cache), "--json"])
+    assert again.exit_code == 0, again.output
+    assert "keep_crops 32" in again.stderr and "detector test-blob" in again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["already_done"] == 6 and summary["extracted"] == 0
+    info = json.loads(runner.invoke(app, ["info", str(cache), "--json"]).stdout)
+    assert info["extractor_config"]["backbones"] == ["test-colour"]
+    # an option given still has to match
+    other = runner.invoke(app, ["extract", str(media_tree), "--out", str(cache),
+                                "--frames", "8"])
+    assert other.exit_code == 1 and "frames" in other.output
