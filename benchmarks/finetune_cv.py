@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +226,8 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
+    config = FinetuneConfig(base=args.base, input_size=args.input_size, epochs=args.epochs,
+                            lr=args.lr, val_fraction=0.0, frames_per_item=args.frames_per_item)
     results = []
     for fakes in args.fakes:
         for held_out in (None, *(FF_METHODS if args.lomo else ())):
@@ -233,20 +236,16 @@ def main() -> None:
                 print(f"fakes={fakes} held out={held_out} seed={seed}", file=sys.stderr)
                 workdir = Path(args.workdir.format(seed=seed))
                 workdir.mkdir(parents=True, exist_ok=True)
-                config = FinetuneConfig(base=args.base, input_size=args.input_size,
-                                        epochs=args.epochs, lr=args.lr, seed=seed,
-                                        val_fraction=0.0, frames_per_item=args.frames_per_item)
-                runs.append(run_condition(args.cache, workdir, fakes, config, args.folds, seed,
-                                          held_out, tuple(args.always_train)))
+                runs.append(run_condition(args.cache, workdir, fakes, replace(config, seed=seed),
+                                          args.folds, seed, held_out, tuple(args.always_train)))
                 results.append(runs[-1])
                 _say(runs[-1])
             if len(runs) > 1:
                 results.append(seed_ensemble(runs))
                 _say(results[-1])
-    config = config.to_dict()
-    del config["seed"]
+    shared = {k: v for k, v in config.to_dict().items() if k != "seed"}  # seeds: per run
     result = {"benchmark": "finetune_cv", "cache": str(args.cache), "seeds": args.seeds,
-              "folds": args.folds, "config": config, "environment": environment(),
+              "folds": args.folds, "config": shared, "environment": environment(),
               "results": results}
     emit(result, markdown(result), args.json_out, args.markdown)
 

@@ -77,7 +77,6 @@ from fakeprobe.fileio import atomic_path, write_text
 #: Networks that can be fine-tuned: the offline ImageNet ports.
 BASES: dict[str, PortedSpec] = {"mobilenet-v2": MOBILENET_V2,
                                 "efficientnet-lite0": EFFICIENTNET_LITE0}
-#: ``method`` of the pseudo-fakes made by self-blending real footage.
 #: Which fakes the training part uses.
 FAKE_SOURCES = ("all", "real", "self-blend")
 #: Validation quantities early stopping can watch (AUCs: higher is better; loss: lower).

@@ -45,6 +45,7 @@ import numpy as np
 from fakeprobe import __version__
 from fakeprobe.errors import CacheError, ConfigMismatch, SchemaMismatch
 from fakeprobe.extractor.config import ExtractorConfig
+from fakeprobe.fileio import atomic_path
 
 SCHEMA_VERSION = 1
 LABEL_CODES = {"real": 0, "fake": 1, None: -1}
@@ -342,19 +343,6 @@ class _Merger:
         return merged
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def _interrupts_deferred() -> Iterator[None]:
     """Hold Ctrl-C until the block ends (main thread only), then raise it.
@@ -391,8 +379,7 @@ def _commit(cache_path: Path, config: ExtractorConfig,
     files = staged_files(cache_path)
     if not files:
         return 0
-    tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(cache_path) as tmp:
         if cache_path.exists():
             shutil.copyfile(cache_path, tmp)
             mode = "r+"
@@ -415,13 +402,6 @@ def _commit(cache_path: Path, config: ExtractorConfig,
                 h5.attrs[key] = value
             h5.attrs["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(
                 timespec="seconds")
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, cache_path)
-        _fsync_dir(cache_path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     for f in files:
         f.unlink(missing_ok=True)
     try:
