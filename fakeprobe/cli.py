@@ -66,6 +66,9 @@ def _backbones_and_weights(backbones: list[str], weights: list[str]
     for value in backbones:
         name, sep, path = value.partition(":")
         if sep and name in BACKBONES.names():
+            if not path or not Path(path).is_file():
+                raise typer.BadParameter(f"{value!r}: no such file {path!r}",
+                                         param_hint="--backbone")
             names.append(name)
             pairs.append(f"{name}={path}")
         else:
