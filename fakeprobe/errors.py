@@ -41,3 +41,17 @@ class SchemaMismatch(CacheError):
 
 class ConfigMismatch(CacheError):
     """A cache whose stored extractor config differs from the one asked for."""
+
+
+class CacheCorrupt(CacheError):
+    """A file that is not a whole fakeprobe cache: not HDF5, a missing or short dataset, an
+    attribute that does not parse, a column of the wrong type."""
+
+
+class CacheLocked(CacheError):
+    """A cache another process is writing (``extract`` or ``derive`` holds its lock)."""
+
+
+class OutputError(FakeprobeError):
+    """An output path that is refused (one of the inputs, an existing file of another kind) or
+    cannot be written (read-only folder, disk full, name too long)."""

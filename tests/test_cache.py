@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import h5py
 import numpy as np
@@ -171,8 +172,14 @@ def test_half_written_staged_files_are_ignored(tmp_path):
     (folder / ".20260101-dead.tmp").write_bytes(b"half")
     fcache.stage(path, fcache.StagedItem(record("v1"), rows=make_rows(1),
                                          features={"a": np.ones((1, 2))}))
+    (folder / f".20260101-dead.{2**22 + 1}.tmp").write_bytes(b"half")  # no such pid
+    live = folder / f".20260101-live.{os.getpid()}.tmp"
+    live.write_bytes(b"being written")
     assert len(fcache.staged_files(path)) == 1
-    assert not (folder / ".20260101-dead.tmp").exists()
+    with fcache.writer(path):  # leftovers are cleared only by the lock's holder
+        assert not (folder / ".20260101-dead.tmp").exists()
+        assert not (folder / f".20260101-dead.{2**22 + 1}.tmp").exists()
+        assert live.exists()  # a live process's file is never touched
 
 
 def test_crops_are_stored_compressed(tmp_path):

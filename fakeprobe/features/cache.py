@@ -23,29 +23,49 @@ items to the copy, and atomically renames the copy over the cache; staged files 
 only after that. A crash, ``kill -9`` or Ctrl-C at any moment therefore leaves the previous
 cache intact plus whole staged items, which the next run commits: nothing is lost and, since
 items are keyed by id, nothing is duplicated.
+
+One writer at a time: ``extract`` and ``derive`` hold a lock on ``<cache>.lock`` (an ``flock``,
+released by the kernel when the process ends, however it ends) for their whole run, and a commit
+takes it too. A second writer is refused at once with one line naming the holder (pid, host,
+start time, command). Staged items carry the settings they were made with (the row-deciding
+extractor fields and the self-blend settings); a commit discards, with one line, those made with
+other settings than the run's. While holding the lock a run clears what killed runs left: the
+temporary files of staged items, the hidden copy of the cache a commit was writing, and (set
+aside in ``<cache>.staging/rejected/``) staged files that do not read.
+
+Readers validate the structure when they open a cache (every dataset present, lengths that
+agree, attributes that parse) and turn any read error into :class:`CacheCorrupt`: one line,
+never a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
+import socket
+import sys
 import threading
 import uuid
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import h5py
 import numpy as np
 
 from fakeprobe import __version__
-from fakeprobe.errors import CacheError, ConfigMismatch, SchemaMismatch
-from fakeprobe.extractor.config import ExtractorConfig
-from fakeprobe.fileio import atomic_path
+from fakeprobe.errors import (CacheCorrupt, CacheError, CacheLocked, ConfigMismatch,
+                              SchemaMismatch)
+from fakeprobe.extractor.config import ROW_FIELDS, ExtractorConfig
+from fakeprobe.fileio import HDF5_SIGNATURE, atomic_path, temporary_name
 
 SCHEMA_VERSION = 1
 LABEL_CODES = {"real": 0, "fake": 1, None: -1}
@@ -129,6 +149,177 @@ class StagedItem:
     crops: np.ndarray | None = None
 
 
+# --- the writer lock -------------------------------------------------------------------------
+
+def lock_path(cache_path: Path | str) -> Path:
+    cache_path = Path(cache_path)
+    return cache_path.with_name(cache_path.name + ".lock")
+
+
+def run_settings(config: ExtractorConfig, attrs: dict[str, str] | None = None
+                 ) -> dict[str, Any]:
+    """What decides the content of a staged item: the row-deciding extractor fields and the
+    self-blend settings (``None`` when the run makes no pseudo-fakes)."""
+    fields = config.to_dict()
+    return {"rows": {name: fields[name] for name in ROW_FIELDS},
+            "self_blend": (attrs or {}).get("self_blend")}
+
+
+@dataclass
+class _Session:
+    fd: int
+    settings: dict[str, Any] | None
+    log: Callable[[str], None]
+    depth: int = 1
+
+
+_SESSIONS: dict[str, _Session] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _key(cache_path: Path) -> str:
+    return str(Path(os.path.abspath(cache_path)))
+
+
+def _log_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _holder_line(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 8192, 0).decode("utf-8"))
+        return (f"pid {info['pid']} on {info['host']}, since {info['started']}: "
+                f"{info['command']}")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not said who it is yet"
+
+
+def _acquire(path: Path, cache_path: Path) -> int:
+    import fcntl
+
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise CacheError(f"{cache_path}: cannot create its lock file {path.name} "
+                             f"({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _holder_line(fd)
+            os.close(fd)
+            raise CacheLocked(f"{cache_path} is being written by another fakeprobe ({holder}); "
+                              "wait for it to finish, or write to another --out file"
+                              ) from None
+        try:  # the lock file may have been removed by its last holder meanwhile: start again
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def writer(cache_path: Path | str, config: ExtractorConfig | None = None,
+           attrs: dict[str, str] | None = None,
+           log: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the cache's writer lock for the block: refused at once (:class:`CacheLocked`)
+    while another process holds it; re-entrant within one process.
+
+    ``config`` and ``attrs`` (the run's extractor config and self-blend setting) are stamped on
+    every item staged meanwhile (see :func:`run_settings`); ``log`` receives the one-line notes
+    of the commits (items discarded or set aside). On acquiring, what killed runs left is
+    cleared (see the module docstring). The lock is an ``flock``: a killed holder's lock is
+    released by the kernel, so a stale lock file never blocks.
+    """
+    cache_path = Path(cache_path)
+    key = _key(cache_path)
+    settings = run_settings(config, attrs) if config is not None else None
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(key)
+        if session is not None:
+            session.depth += 1
+            if settings is not None and session.settings is None:
+                session.settings = settings
+    if session is not None:
+        try:
+            yield
+        finally:
+            session.depth -= 1
+        return
+    path = lock_path(cache_path)
+    fd = _acquire(path, cache_path)
+    try:
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                  "command": shlex.join(sys.argv)[:500]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode("utf-8"), 0)
+        session = _Session(fd, settings, log or _log_stderr)
+        with _SESSIONS_LOCK:
+            _SESSIONS[key] = session
+        _clear_leftovers(cache_path, session.log)
+        yield
+    finally:
+        with _SESSIONS_LOCK:
+            _SESSIONS.pop(key, None)
+        with contextlib.suppress(OSError):
+            path.unlink()  # while still locked: a waiter on this file sees it gone and retries
+        os.close(fd)
+
+
+def holds_lock(cache_path: Path | str) -> bool:
+    """True while this process holds the cache's writer lock."""
+    return _key(Path(cache_path)) in _SESSIONS
+
+
+def _session(cache_path: Path) -> _Session | None:
+    return _SESSIONS.get(_key(cache_path))
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # alive, another user's
+    return True
+
+
+def _leftover_pid(name: str, pattern: re.Pattern) -> int | None:
+    match = pattern.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def _clear_leftovers(cache_path: Path, log: Callable[[str], None]) -> None:
+    """Remove what killed writers left (called with the lock held, so no live writer of this
+    cache is at work; a file of a process still alive is left alone all the same)."""
+    copy = re.compile(re.escape(f".{cache_path.stem}.") + r"(\d+)"
+                      + re.escape(f".tmp{cache_path.suffix}"))
+    folder = cache_path.parent
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            pid = _leftover_pid(entry.name, copy)
+            if pid is not None and not _pid_alive(pid):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                    log(f"{cache_path}: removed {entry.name}, the unfinished copy of a commit "
+                        "that was killed (the cache itself is whole)")
+    staging = staging_dir(cache_path)
+    if staging.is_dir():
+        partial = re.compile(r"\..+\.(\d+)\.tmp")
+        unnamed = re.compile(r"\.[^.]+\.tmp")  # written by a version that did not name its pid
+        for entry in staging.iterdir():
+            pid = _leftover_pid(entry.name, partial)
+            if (pid is not None and not _pid_alive(pid)) or unnamed.fullmatch(entry.name):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+
+
 # --- staging ---------------------------------------------------------------------------------
 
 def staging_dir(cache_path: Path | str) -> Path:
@@ -137,12 +328,18 @@ def staging_dir(cache_path: Path | str) -> Path:
 
 
 def stage(cache_path: Path, item: StagedItem) -> Path:
-    """Write one item atomically to the staging folder; return its path."""
+    """Write one item atomically to the staging folder; return its path.
+
+    The item carries the settings of the writer session that stages it (see :func:`writer`),
+    so a later commit can tell whether it was made like the cache's other items."""
+    cache_path = Path(cache_path)
     folder = staging_dir(cache_path)
     folder.mkdir(parents=True, exist_ok=True)
+    session = _session(cache_path)
     arrays: dict[str, np.ndarray] = {
         "meta": np.array(json.dumps({"kind": item.kind, "record": asdict(item.record),
-                                     "features": sorted(item.features)})),
+                                     "features": sorted(item.features),
+                                     "settings": session.settings if session else None})),
     }
     if item.rows is not None:
         arrays.update({f"rows__{k}": v for k, v in item.rows.columns().items()})
@@ -151,36 +348,84 @@ def stage(cache_path: Path, item: StagedItem) -> Path:
     if item.crops is not None:
         arrays["crops"] = np.asarray(item.crops, dtype=np.uint8)
     name = f"{_dt.datetime.now().strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
-    tmp = folder / f".{name}.tmp"
+    tmp = folder / f".{name}.{os.getpid()}.tmp"
     final = folder / f"{name}.npz"
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     return final
 
 
 def load_staged(path: Path) -> StagedItem:
-    with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(str(data["meta"]))
-        rows = None
-        if "rows__frame_index" in data.files:
-            rows = FrameRows(**{k[len("rows__"):]: data[k] for k in data.files
-                                if k.startswith("rows__")})
-        features = {name: data[f"feat__{name}"] for name in meta["features"]}
-        crops = data["crops"] if "crops" in data.files else None
-    return StagedItem(VideoRecord(**meta["record"]), meta["kind"], rows, features, crops)
+    """One staged item; :class:`CacheCorrupt` when the file is not a whole staged item."""
+    return _load_staged(path)[0]
+
+
+def _load_staged(path: Path) -> tuple[StagedItem, dict[str, Any] | None]:
+    """A staged item and the settings it was made with (``None`` when it carries none)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            rows = None
+            if "rows__frame_index" in data.files:
+                rows = FrameRows(**{name: np.asarray(data[f"rows__{name}"], dtype=dtype)
+                                    for name, (dtype, _) in _FRAME_COLUMNS.items()
+                                    if name != "video"})
+            features = {str(name): np.asarray(data[f"feat__{name}"], dtype=np.float32)
+                        for name in meta["features"]}
+            crops = data["crops"] if "crops" in data.files else None
+        record = VideoRecord(**meta["record"])
+        kind = meta["kind"]
+        if kind not in ("video", "features") or record.label not in LABEL_CODES:
+            raise ValueError(f"kind {kind!r}, label {record.label!r}")
+        if rows is not None:
+            shapes = {name: getattr(rows, name).shape for name in _FRAME_COLUMNS
+                      if name != "video"}
+            if any(shape[:1] != (len(rows),) or shape[1:] != _FRAME_COLUMNS[name][1]
+                   for name, shape in shapes.items()):
+                raise ValueError(f"row columns of shapes {shapes}")
+        count = len(rows) if rows is not None else None
+        for name, values in features.items():
+            if values.ndim != 2 or (count is not None and len(values) != count):
+                raise ValueError(f"feature set {name!r} of shape {values.shape}")
+        if crops is not None and (crops.ndim != 4 or len(crops) != count):
+            raise ValueError(f"crops of shape {crops.shape}")
+        settings = meta.get("settings")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
+            zipfile.BadZipFile) as exc:
+        raise CacheCorrupt(f"{path}: not a whole staged item ({exc.__class__.__name__}: "
+                           f"{exc})") from None
+    return StagedItem(record, kind, rows, features, crops), settings
 
 
 def staged_files(cache_path: Path) -> list[Path]:
-    """Whole staged items, oldest first. Leftover temporary files of a killed run are removed."""
+    """Whole staged items, oldest first (nothing is removed: see :func:`writer`)."""
     folder = staging_dir(cache_path)
     if not folder.is_dir():
         return []
-    for tmp in folder.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
     return sorted(folder.glob("*.npz"))
+
+
+def _set_aside(path: Path, reason: str, log: Callable[[str], None]) -> None:
+    """Move a staged file that does not read into ``rejected/`` (never retried, kept for a
+    look) and say so in one line."""
+    rejected = path.parent / "rejected"
+    try:
+        rejected.mkdir(exist_ok=True)
+        os.replace(path, rejected / path.name)
+        where = f"moved to {rejected}"
+    except OSError:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        where = "deleted"
+    log(f"set aside a staged file that does not read ({reason}); {where}")
 
 
 # --- commit ----------------------------------------------------------------------------------
@@ -206,14 +451,93 @@ def _create_layout(h5: h5py.File, config: ExtractorConfig) -> None:
 
 
 def _check_schema(h5: h5py.File, path: Path) -> None:
-    version = h5.attrs.get("schema_version")
+    try:
+        version = h5.attrs.get("schema_version")
+        version = None if version is None else int(version)
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise CacheCorrupt(f"{path}: broken cache: its schema_version does not read ({exc})"
+                           ) from None
     if version is None:
         raise SchemaMismatch(f"{path}: not a fakeprobe cache (no schema_version attribute)")
-    if int(version) != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION:
         raise SchemaMismatch(
             f"{path}: cache schema version {int(version)}, this fakeprobe reads version "
             f"{SCHEMA_VERSION}; extract again into a new cache with this version"
         )
+
+
+#: The dtype kind each column must have (``O``/``S``: strings; ``i``/``u``: integers; ``f``:
+#: floats; ``b``: booleans).
+_KINDS = {np.dtype(np.int8).kind: "iu", np.dtype(np.int32).kind: "iu",
+          np.dtype(np.float64).kind: "f", np.dtype(np.bool_).kind: "b"}
+
+
+def _kind_ok(dataset: h5py.Dataset, dtype: Any) -> bool:
+    if dtype is _STR:
+        return dataset.dtype.kind in "OS" and h5py.check_string_dtype(dataset.dtype) is not None
+    return dataset.dtype.kind in _KINDS.get(np.dtype(dtype).kind, np.dtype(dtype).kind)
+
+
+def _validate(h5: h5py.File, path: Path) -> None:
+    """Check the structure cheaply (datasets present, types, lengths that agree, attributes
+    that parse, rows of every item inside the rows); :class:`CacheCorrupt` names what is
+    wrong. Reads the attributes and three short per-item columns, no frame data."""
+
+    def broken(what: str) -> CacheCorrupt:
+        return CacheCorrupt(f"{path}: broken cache: {what}; extract again into a new cache "
+                            "(or restore a copy)")
+
+    try:
+        for group in ("videos", "frames", "features"):
+            if not isinstance(h5.get(group), h5py.Group):
+                raise broken(f"the /{group} group is missing")
+        lengths = {}
+        for group, columns in (("videos", {k: (v, ()) for k, v in _VIDEO_COLUMNS.items()}),
+                               ("frames", _FRAME_COLUMNS)):
+            for name, (dtype, shape) in columns.items():
+                dataset = h5[group].get(name)
+                if not isinstance(dataset, h5py.Dataset):
+                    raise broken(f"/{group}/{name} is missing")
+                if dataset.shape[1:] != shape or not _kind_ok(dataset, dtype):
+                    raise broken(f"/{group}/{name} holds {dataset.dtype} of shape "
+                                 f"{dataset.shape}")
+                lengths.setdefault(group, {})[name] = dataset.shape[0] if dataset.shape else -1
+        for group, sizes in lengths.items():
+            if len(set(sizes.values())) != 1:
+                detail = ", ".join(f"{k} {v}" for k, v in sizes.items())
+                raise broken(f"the /{group} columns differ in length ({detail})")
+        n_videos, n_rows = lengths["videos"]["id"], lengths["frames"]["video"]
+        try:
+            stored = json.loads(h5.attrs["extractor_config"])
+            ExtractorConfig.from_dict(stored)
+        except KeyError:
+            raise broken("no extractor_config attribute") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise broken(f"the extractor_config attribute does not parse ({exc})") from None
+        for name, group in h5["features"].items():
+            data, done = group.get("data"), group.get("done")
+            if not isinstance(data, h5py.Dataset) or not isinstance(done, h5py.Dataset):
+                raise broken(f"feature set {name!r} lacks its data or done dataset")
+            if data.ndim != 2 or data.shape[0] != n_rows or done.shape != (n_videos,):
+                raise broken(f"feature set {name!r} has {data.shape} data and {done.shape} "
+                             f"done for {n_rows} rows and {n_videos} items")
+            try:
+                json.loads(group.attrs.get("config", "{}"))
+            except (TypeError, ValueError) as exc:
+                raise broken(f"feature set {name!r}: its config does not parse ({exc})"
+                             ) from None
+        if "crops" in h5 and (not isinstance(h5["crops"], h5py.Dataset)
+                              or h5["crops"].shape[:1] != (n_rows,)):
+            raise broken(f"/crops does not hold one crop per row ({n_rows})")
+        labels = h5["videos/label"][:]
+        if len(labels) and not np.isin(labels, list(LABEL_NAMES)).all():
+            raise broken("/videos/label holds codes other than -1, 0, 1")
+        starts, counts = h5["videos/row_start"][:], h5["videos/row_count"][:]
+        if len(starts) and ((starts < 0).any() or (counts < 0).any()
+                            or (starts + counts > n_rows).any()):
+            raise broken("an item's rows lie outside /frames")
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise broken(f"{exc.__class__.__name__}: {exc}") from None
 
 
 def check_config(stored: ExtractorConfig, wanted: ExtractorConfig, path: Path) -> None:
@@ -369,13 +693,40 @@ def commit(cache_path: Path, config: ExtractorConfig,
     """Merge every staged item into the cache (copy, append, atomic rename); return how many
     were new. ``feature_configs`` gives the provenance stored with new feature sets; ``attrs``
     are set on the file (e.g. the self-blend settings). Ctrl-C during a commit takes effect
-    once it is done."""
-    with _interrupts_deferred():
-        return _commit(Path(cache_path), config, feature_configs, attrs or {})
+    once it is done.
+
+    Takes the writer lock (see :func:`writer`; already held by ``extract`` and ``derive``):
+    :class:`CacheLocked` while another process writes the cache, the staged items staying
+    staged. Staged items made with other settings than ``config`` and ``attrs`` are discarded,
+    and staged files that do not read are set aside, each case with one line."""
+    cache_path = Path(cache_path)
+    try:
+        lock = writer(cache_path)
+        lock.__enter__()
+    except CacheLocked as exc:
+        raise CacheLocked(f"{exc}; the {len(staged_files(cache_path))} staged item(s) in "
+                          f"{staging_dir(cache_path)} are kept for the next run") from None
+    try:
+        with _interrupts_deferred():
+            return _commit(cache_path, config, feature_configs, attrs or {},
+                           _session(cache_path).log)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _settings_differences(made: dict[str, Any], wanted: dict[str, Any],
+                          record: VideoRecord) -> list[str]:
+    rows_made, rows_wanted = made.get("rows", {}), wanted["rows"]
+    out = [f"{name} {rows_made.get(name)!r}, not {rows_wanted[name]!r}"
+           for name in ROW_FIELDS if rows_made.get(name) != rows_wanted[name]]
+    if record.method == "self_blend" and made.get("self_blend") != wanted["self_blend"]:
+        out.append("other self-blend settings")
+    return out
 
 
 def _commit(cache_path: Path, config: ExtractorConfig,
-            feature_configs: dict[str, dict] | None, attrs: dict[str, str]) -> int:
+            feature_configs: dict[str, dict] | None, attrs: dict[str, str],
+            log: Callable[[str], None]) -> int:
     files = staged_files(cache_path)
     if not files:
         return 0
@@ -385,24 +736,57 @@ def _commit(cache_path: Path, config: ExtractorConfig,
             mode = "r+"
         else:
             mode = "w-"
-        with h5py.File(tmp, mode) as h5:
+        try:
+            h5 = h5py.File(tmp, mode)
+        except OSError as exc:
+            raise CacheCorrupt(f"{cache_path}: cannot open as HDF5 ({exc}); the staged items "
+                               f"are kept in {staging_dir(cache_path)}") from None
+        with h5:
             if mode == "w-":
                 _create_layout(h5, config)
             else:
                 _check_schema(h5, cache_path)
+                _validate(h5, cache_path)
                 stored = ExtractorConfig.from_dict(json.loads(h5.attrs["extractor_config"]))
                 check_config(stored, config, cache_path)
                 merged_backbones = tuple(dict.fromkeys(stored.backbones + config.backbones))
                 h5.attrs["extractor_config"] = json.dumps(
                     ExtractorConfig.from_dict({**config.to_dict(),
                                                "backbones": merged_backbones}).to_dict())
+            blend = attrs.get("self_blend", h5.attrs.get("self_blend"))
+            wanted = run_settings(config, {"self_blend": blend} if blend is not None else {})
             merger = _Merger(h5, feature_configs or {})
-            merged = sum(merger.merge(load_staged(f)) for f in files)
+            merged, done, discarded = 0, [], {}
+            for path in files:
+                try:
+                    item, made = _load_staged(path)
+                except CacheCorrupt as exc:
+                    _set_aside(path, str(exc), log)
+                    continue
+                if (made is not None and item.record.method == "self_blend" and blend is None
+                        and made.get("self_blend")
+                        and not _settings_differences(made, wanted, VideoRecord("", "", "", None,
+                                                                                ""))):
+                    blend = wanted["self_blend"] = made["self_blend"]  # the first pseudo-fakes
+                    h5.attrs["self_blend"] = blend
+                differences = (_settings_differences(made, wanted, item.record)
+                               if made is not None else [])
+                if differences:
+                    discarded[item.record.id] = differences
+                else:
+                    merged += merger.merge(item)
+                done.append(path)
             for key, value in attrs.items():
                 h5.attrs[key] = value
             h5.attrs["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(
                 timespec="seconds")
-    for f in files:
+    if discarded:
+        first = next(iter(discarded.values()))
+        log(f"{cache_path}: discarded {len(discarded)} staged item(s) made with other settings "
+            f"than this run's ({'; '.join(first)}{'; ...' if len(discarded) > 1 else ''}): "
+            f"{', '.join(list(discarded)[:5])}{', ...' if len(discarded) > 5 else ''}; "
+            "they are extracted again")
+    for f in done:
         f.unlink(missing_ok=True)
     try:
         staging_dir(cache_path).rmdir()
@@ -413,22 +797,53 @@ def _commit(cache_path: Path, config: ExtractorConfig,
 
 # --- reading ---------------------------------------------------------------------------------
 
+def _reads(method):
+    """Turn a read error of a damaged file (HDF5's OSError, a missing object's KeyError, bytes
+    that do not decode) into :class:`CacheCorrupt`: one line instead of a traceback."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except CacheError:
+            raise
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            raise CacheCorrupt(f"{self.path}: broken cache: reading it failed "
+                               f"({exc.__class__.__name__}: {exc}); extract again into a new "
+                               "cache (or restore a copy)") from None
+
+    return wrapper
+
+
 class CacheReader:
     """Read-only access to a cache; use as a context manager.
 
-    Columns come back as numpy arrays (strings decoded). Nothing is read until asked for.
+    Columns come back as numpy arrays (strings decoded). Nothing is read until asked for. The
+    structure is validated on opening; a damaged file raises :class:`CacheCorrupt`.
     """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise CacheError(f"{self.path}: no such cache")
+        if self.path.is_dir():
+            raise CacheError(f"{self.path}: a folder, not a cache")
+        try:
+            with open(self.path, "rb") as handle:
+                signature = handle.read(len(HDF5_SIGNATURE))
+        except OSError as exc:
+            raise CacheError(f"{self.path}: cannot read it ({exc.strerror or exc})") from None
+        if signature != HDF5_SIGNATURE:
+            raise CacheCorrupt(f"{self.path}: cannot open it: not an HDF5 file, so not a "
+                               "fakeprobe cache")
         try:
             self._h5 = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise CacheError(f"{self.path}: cannot open as HDF5 ({exc})") from None
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise CacheCorrupt(f"{self.path}: cannot open as HDF5 ({exc}); the file is "
+                               "damaged or truncated") from None
         try:
             _check_schema(self._h5, self.path)
+            _validate(self._h5, self.path)
         except CacheError:
             self._h5.close()
             raise
@@ -443,22 +858,27 @@ class CacheReader:
         self._h5.close()
 
     @property
+    @_reads
     def attrs(self) -> dict[str, Any]:
         return {k: (v.item() if hasattr(v, "item") else v) for k, v in self._h5.attrs.items()}
 
     @property
+    @_reads
     def config(self) -> ExtractorConfig:
         return ExtractorConfig.from_dict(json.loads(self._h5.attrs["extractor_config"]))
 
     @property
+    @_reads
     def n_videos(self) -> int:
         return int(self._h5["videos/id"].shape[0])
 
     @property
+    @_reads
     def n_rows(self) -> int:
         return int(self._h5["frames/video"].shape[0])
 
     @property
+    @_reads
     def feature_sets(self) -> dict[str, dict]:
         """name -> stored backbone config (with ``dim``)."""
         out = {}
@@ -469,9 +889,11 @@ class CacheReader:
         return out
 
     @property
+    @_reads
     def has_crops(self) -> bool:
         return "crops" in self._h5
 
+    @_reads
     def videos(self) -> dict[str, np.ndarray]:
         """Every ``/videos`` column, strings decoded; ``label`` as ``real``/``fake``/''."""
         out = {}
@@ -480,10 +902,12 @@ class CacheReader:
         out["label"] = np.array([LABEL_NAMES[int(v)] for v in out["label"]], dtype=object)
         return out
 
+    @_reads
     def frames(self, columns: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         names = columns or tuple(self._h5["frames"].keys())
         return {name: self._h5[f"frames/{name}"][:] for name in names}
 
+    @_reads
     def features(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
         if name not in self._h5["features"]:
             raise CacheError(f"{self.path}: no feature set {name!r}; it holds "
@@ -491,14 +915,17 @@ class CacheReader:
         data = self._h5[f"features/{name}/data"]
         return data[:] if rows is None else data[rows]
 
+    @_reads
     def feature_done(self, name: str) -> np.ndarray:
         return self._h5[f"features/{name}/done"][:]
 
+    @_reads
     def crops(self, rows: slice | np.ndarray) -> np.ndarray:
         if "crops" not in self._h5:
             raise CacheError(f"{self.path}: no face crops stored (extract with --keep-crops)")
         return self._h5["crops"][rows]
 
+    @_reads
     def state(self) -> dict[str, tuple[str, set[str]]]:
         """id -> (status, feature sets done): what a new run can skip."""
         ids = self._h5["videos/id"].asstr()[:]
@@ -508,10 +935,14 @@ class CacheReader:
                 for i, vid in enumerate(ids)}
 
     def iter_video_rows(self) -> Iterator[tuple[int, slice]]:
+        yield from self._video_rows()
+
+    @_reads
+    def _video_rows(self) -> list[tuple[int, slice]]:
         starts = self._h5["videos/row_start"][:]
         counts = self._h5["videos/row_count"][:]
-        for i, (start, count) in enumerate(zip(starts, counts)):
-            yield i, slice(int(start), int(start + count))
+        return [(i, slice(int(start), int(start + count)))
+                for i, (start, count) in enumerate(zip(starts, counts))]
 
 
 def summarize(path: Path | str) -> dict[str, Any]:
