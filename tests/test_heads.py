@@ -168,12 +168,12 @@ def test_a_corrupt_model_file_is_refused_before_unpickling(synthetic, tmp_path):
     api.fit(synthetic, "logreg", model_path)
     with zipfile.ZipFile(model_path) as archive:
         provenance = archive.read("provenance.json")
-        payload = bytearray(archive.read("pipeline.joblib"))
+        payload = bytearray(archive.read("pipeline.skops"))
     payload[len(payload) // 2] ^= 0xFF
     bad = tmp_path / "bad.fpm"
     with zipfile.ZipFile(bad, "w") as archive:
         archive.writestr("provenance.json", provenance)
-        archive.writestr("pipeline.joblib", bytes(payload))
+        archive.writestr("pipeline.skops", bytes(payload))
     with pytest.raises(ModelIntegrityError, match="SHA-256"):
         load_model(bad)
     (tmp_path / "junk.fpm").write_text("nope")

@@ -1,15 +1,20 @@
-"""Model files: the fitted pipeline with its provenance, checked on load.
+"""Model files: the fitted pipeline with its provenance, checked on load. Data, not code.
 
 A model file is a zip archive holding ``provenance.json`` (plain JSON: feature sets and their
 backbone configs, extractor config, cache schema version, library versions, aggregation,
-threshold, CV scores, the training cache's fingerprint, and the SHA-256 of the pipeline) and
-``pipeline.joblib`` (the fitted scikit-learn pipeline).
+threshold, CV scores, the training cache's fingerprint, and the SHA-256 of the pipeline),
+``pipeline.skops`` (the fitted scikit-learn pipeline in the ``skops.io`` format) and, when the
+fit evaluated the model, ``report.json``.
 
-**Loading a pickle runs code.** joblib files are pickles: only load model files you made or
-trust. :func:`load_model` reads and checks the JSON first, verifies the pipeline's SHA-256 (a
-corrupt or altered file is refused before anything is unpickled), and unpickles only then. The
-checksum catches corruption and careless edits; it is not a signature, since whoever can edit
-the file can recompute it.
+**Loading a model file runs no code from it.** ``skops.io`` stores a pipeline as a JSON schema of
+objects and numpy arrays, and rebuilds only the types it is told to trust: scikit-learn's own
+(skops' defaults) and the few others fakeprobe itself writes (:data:`TRUSTED_TYPES`: fakeprobe's
+SVM heads, XGBoost's classifier and booster, whose trees are XGBoost's own binary format,
+imbalanced-learn's SMOTE pipeline). A file naming any other type is refused before anything is
+built. Before reading, the archive's declared sizes are checked against limits (a small zip that
+would inflate to gigabytes is refused without inflating it), the JSON is checked, then the
+pipeline's SHA-256 (corruption, careless edits; not a signature). Model files of format 1 held a
+pickle, which runs code when loaded: they are refused (fit the model again).
 """
 
 from __future__ import annotations
@@ -23,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
-
 from fakeprobe import __version__
 from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.errors import ConfigMismatch, FakeprobeError
@@ -32,7 +35,29 @@ from fakeprobe.extractor.config import ExtractorConfig
 from fakeprobe.fileio import atomic_path
 from fakeprobe.features.cache import SCHEMA_VERSION, CacheReader, feature_config_differences
 
-MODEL_FORMAT = 1
+#: 2: the pipeline in the skops format (1: a joblib pickle, no longer read).
+MODEL_FORMAT = 2
+#: The member holding the pipeline.
+PIPELINE_MEMBER = "pipeline.skops"
+#: Types beyond skops' defaults (scikit-learn's own estimators, numpy, scipy) that a model
+#: file may hold: exactly the classes fakeprobe's heads put in a pipeline. Nothing else loads.
+TRUSTED_TYPES = frozenset({
+    "fakeprobe.classifiers.heads.AutoSVC",
+    "fakeprobe.classifiers.heads.NystroemSVC",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "xgboost.sklearn.XGBClassifier",
+    "xgboost.core.Booster",
+    "imblearn.pipeline.Pipeline",
+    "imblearn.over_sampling._smote.base.SMOTE",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.neighbors._kd_tree.KDTree",
+})
+#: Limits checked before anything is read: the file, any one member once inflated (declared
+#: size), and all members together. An SVM on 5,000 frames of 1280-d features is about 60 MB.
+MAX_MODEL_FILE_BYTES = 1 << 30
+MAX_MEMBER_BYTES = 512 << 20
+MAX_TOTAL_BYTES = 768 << 20
 #: Extractor settings that decide what a face crop is: a cache that differs in one of them is
 #: refused by a model.
 FACE_FIELDS = ("detector", "detect_size", "min_face_score")
@@ -41,7 +66,7 @@ SAMPLING_FIELDS = ("frames", "fps", "max_frames", "all_faces", "track_iou")
 #: library -> the distributions that may provide it
 _LIBRARIES = {"numpy": ("numpy",), "scikit-learn": ("scikit-learn",),
               "xgboost": ("xgboost", "xgboost-cpu"), "scipy": ("scipy",),
-              "joblib": ("joblib",), "h5py": ("h5py",)}
+              "skops": ("skops",), "h5py": ("h5py",)}
 
 
 class ModelIntegrityError(FakeprobeError):
@@ -136,6 +161,18 @@ class Model:
         return warnings
 
 
+def _dump(pipeline: Any) -> bytes:
+    import skops.io as sio
+
+    payload = sio.dumps(pipeline)
+    foreign = set(sio.get_untrusted_types(data=payload)) - TRUSTED_TYPES
+    if foreign:
+        raise ModelIntegrityError(
+            f"cannot save a pipeline holding {', '.join(sorted(foreign))}: a model file may "
+            "hold only the types fakeprobe trusts on loading (model.TRUSTED_TYPES)")
+    return payload
+
+
 def save_model(path: Path | str, pipeline: Any, provenance: dict[str, Any],
                report: dict[str, Any] | None = None) -> Path:
     """Write a model file atomically (a crash leaves the old file or none, never half).
@@ -143,29 +180,77 @@ def save_model(path: Path | str, pipeline: Any, provenance: dict[str, Any],
     ``report``, when given, is stored as ``report.json``: the evaluation that came with the
     fit (per-video and per-frame scores), so ``fakeprobe report MODEL`` can draw it later."""
     path = Path(path)
-    buffer = io.BytesIO()
-    joblib.dump(pipeline, buffer, compress=3)
-    payload = buffer.getvalue()
+    payload = _dump(pipeline)
     meta = {**provenance, "format": MODEL_FORMAT, "pipeline_sha256":
             hashlib.sha256(payload).hexdigest(), "versions": library_versions(),
             "cache_schema_version": SCHEMA_VERSION}
     with atomic_path(path) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("provenance.json", json.dumps(meta, indent=2, default=str))
-            archive.writestr("pipeline.joblib", payload)
+            archive.writestr(PIPELINE_MEMBER, payload)
             if report is not None:
                 archive.writestr("report.json", json.dumps(report, default=str))
     return path
 
 
+def _check_sizes(archive: zipfile.ZipFile, where: str) -> None:
+    """Refuse an archive whose members would inflate beyond the limits, from the sizes its
+    directory declares (reading a member never yields more than its declared size)."""
+    total = 0
+    for info in archive.infolist():
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise ModelIntegrityError(
+                f"{where}: member {info.filename!r} would inflate to {info.file_size:,} bytes "
+                f"(limit {MAX_MEMBER_BYTES:,}); refused without reading it")
+        total += info.file_size
+    if total > MAX_TOTAL_BYTES:
+        raise ModelIntegrityError(f"{where}: its members would inflate to {total:,} bytes "
+                                  f"(limit {MAX_TOTAL_BYTES:,}); refused without reading them")
+
+
+def _open(path: Path) -> zipfile.ZipFile:
+    """The model file's archive, after the size checks."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_MODEL_FILE_BYTES:
+            raise ModelIntegrityError(f"{path}: {size:,} bytes, more than a model file holds "
+                                      f"(limit {MAX_MODEL_FILE_BYTES:,})")
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ModelIntegrityError(f"{path}: not a fakeprobe model file ({exc})") from None
+    try:
+        _check_sizes(archive, str(path))
+    except ModelIntegrityError:
+        archive.close()
+        raise
+    return archive
+
+
+def _read(archive: zipfile.ZipFile, member: str, path: Path) -> bytes:
+    try:
+        return archive.read(member)
+    except KeyError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
+            RuntimeError) as exc:
+        raise ModelIntegrityError(f"{path}: {member} unreadable ({exc})") from None
+
+
 def read_provenance(path: Path | str) -> dict[str, Any]:
-    """The provenance of a model file, without unpickling anything."""
+    """The provenance of a model file (nothing but JSON is read)."""
     path = Path(path)
     try:
-        with zipfile.ZipFile(path) as archive:
-            meta = json.loads(archive.read("provenance.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        with _open(path) as archive:
+            meta = json.loads(_read(archive, "provenance.json", path))
+    except (KeyError, ValueError) as exc:
         raise ModelIntegrityError(f"{path}: not a fakeprobe model file ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ModelIntegrityError(f"{path}: not a fakeprobe model file (provenance.json "
+                                  "holds no object)")
+    if meta.get("format") == 1:
+        raise ModelIntegrityError(
+            f"{path}: a model file of format 1, which holds a pickle (loading one runs code); "
+            "this fakeprobe reads only format 2 (data, no code): fit the model again")
     if meta.get("format") != MODEL_FORMAT:
         raise ModelIntegrityError(f"{path}: model format {meta.get('format')!r}, this "
                                   f"fakeprobe reads format {MODEL_FORMAT}")
@@ -176,33 +261,59 @@ def read_report(path: Path | str) -> dict[str, Any] | None:
     """The evaluation stored with a model (see :func:`save_model`), or None (plain JSON)."""
     path = Path(path)
     read_provenance(path)
-    with zipfile.ZipFile(path) as archive:
+    with _open(path) as archive:
         if "report.json" not in archive.namelist():
             return None
         try:
-            return json.loads(archive.read("report.json"))
-        except (ValueError, zipfile.BadZipFile, OSError) as exc:
+            return json.loads(_read(archive, "report.json", path))
+        except ValueError as exc:
             raise ModelIntegrityError(f"{path}: report.json unreadable ({exc})") from None
 
 
+def _load_pipeline(payload: bytes, path: Path) -> Any:
+    """Rebuild the pipeline from skops data, trusting only :data:`TRUSTED_TYPES` beyond skops'
+    defaults; anything else is refused before a single object is built."""
+    import skops.io as sio
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as inner:
+            _check_sizes(inner, f"{path}: {PIPELINE_MEMBER}")
+        untrusted = set(sio.get_untrusted_types(data=payload))
+    except ModelIntegrityError:
+        raise
+    except Exception as exc:  # skops and zipfile raise many types for a damaged file
+        raise ModelIntegrityError(f"{path}: {PIPELINE_MEMBER} is not a skops file "
+                                  f"({exc.__class__.__name__}: {exc})") from None
+    foreign = untrusted - TRUSTED_TYPES
+    if foreign:
+        raise ModelIntegrityError(
+            f"{path}: the pipeline names types fakeprobe never writes "
+            f"({', '.join(sorted(foreign))}); refused without loading anything")
+    try:
+        return sio.loads(payload, trusted=sorted(untrusted))
+    except Exception as exc:  # a damaged file fails in as many ways as skops has loaders
+        raise ModelIntegrityError(f"{path}: the pipeline does not load "
+                                  f"({exc.__class__.__name__}: {exc})") from None
+
+
 def load_model(path: Path | str) -> Model:
-    """Check and load a model file (see the module docstring on trust)."""
+    """Check and load a model file (sizes, JSON, checksum, then only trusted types)."""
     path = Path(path)
     meta = read_provenance(path)
-    with zipfile.ZipFile(path) as archive:
+    with _open(path) as archive:
         try:
-            payload = archive.read("pipeline.joblib")
-        except (KeyError, zipfile.BadZipFile, OSError) as exc:
-            raise ModelIntegrityError(f"{path}: pipeline unreadable ({exc})") from None
+            payload = _read(archive, PIPELINE_MEMBER, path)
+        except KeyError:
+            raise ModelIntegrityError(f"{path}: no {PIPELINE_MEMBER} in the file") from None
     if hashlib.sha256(payload).hexdigest() != meta.get("pipeline_sha256"):
         raise ModelIntegrityError(f"{path}: the pipeline's SHA-256 does not match its "
                                   "provenance; the file is corrupt or was altered, not loading")
-    return Model(joblib.load(io.BytesIO(payload)), meta)
+    return Model(_load_pipeline(payload, path), meta)
 
 
 def check_versions(model: Model) -> list[str]:
     """Lines naming the libraries whose version differs from the one the model was saved with
-    (scikit-learn and xgboost pickles may not load or behave the same across versions)."""
+    (scikit-learn and xgboost models may not load or behave the same across versions)."""
     now = library_versions()
     then = model.provenance.get("versions", {})
     return [f"{name} {then[name]} at training, {now.get(name)} now"
@@ -210,5 +321,5 @@ def check_versions(model: Model) -> list[str]:
             then.get(name) != now.get(name)]
 
 
-__all__ = ["Model", "ModelIntegrityError", "cache_fingerprint", "check_versions", "load_model",
-           "read_provenance", "read_report", "save_model"]
+__all__ = ["MODEL_FORMAT", "Model", "ModelIntegrityError", "TRUSTED_TYPES", "cache_fingerprint",
+           "check_versions", "load_model", "read_provenance", "read_report", "save_model"]
