@@ -16,10 +16,12 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fakeprobe import __version__
 from fakeprobe.errors import FakeprobeError
+from fakeprobe.extractor.config import MAX_SAMPLED_FRAMES
 
 app = typer.Typer(
     name="fakeprobe",
@@ -146,7 +148,8 @@ class _ProgressReporter:
     def advance(self, item, status: str, message: str = "") -> None:
         if message:
             self.failed += 1
-            self.progress.console.print(f"[yellow]skip[/] {item.id}: {message}", highlight=False)
+            self.progress.console.print(f"[yellow]skip[/] {escape(item.id)}: {escape(message)}",
+                                        highlight=False)
         self.progress.advance(self.task)
         task = self.progress.tasks[self.task]
         speed = task.finished_speed or task.speed
@@ -194,16 +197,19 @@ def extract(
         "or single videos and images.", show_default=False)],
     out_path: Annotated[Path, typer.Option("--out", "-o", dir_okay=False,
                                            help="The HDF5 cache to create or extend.")],
-    frames: Annotated[int, typer.Option(min=1, help="Evenly spaced frames per video.")] = 32,
+    frames: Annotated[int, typer.Option(min=1, max=MAX_SAMPLED_FRAMES,
+                                        help="Evenly spaced frames per video.")] = 32,
     fps: Annotated[Optional[float], typer.Option(
         min=0.001, help="Sample at this rate (frames per second) instead of --frames.")] = None,
-    max_frames: Annotated[int, typer.Option(min=1, help="Cap per video with --fps.")] = 300,
+    max_frames: Annotated[int, typer.Option(min=1, max=MAX_SAMPLED_FRAMES,
+                                            help="Cap per video with --fps.")] = 300,
     detector: Annotated[str, typer.Option(help="Face detector: yunet, dlib-hog or mtcnn.")
                         ] = "yunet",
     detect_size: Annotated[int, typer.Option(
         min=64, help="Longest side of the downscaled copy the detector sees.")] = 640,
     min_face_score: Annotated[Optional[float], typer.Option(
-        help="Detector confidence threshold (default: the detector's own).")] = None,
+        help="Detector confidence threshold (default: the detector's own): 0 to 1, except "
+        "for dlib-hog's unbounded HOG score.")] = None,
     all_faces: Annotated[bool, typer.Option(
         "--all-faces", help="Keep every face, linked into tracks across frames (default: the "
         "largest face of each frame).")] = False,
@@ -226,7 +232,7 @@ def extract(
     workers: Annotated[int, typer.Option(min=1, help="Decoding/detection threads.")] = 2,
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per network batch.")] = 32,
     device: Annotated[str, typer.Option(help="auto (GPU when present), cpu or gpu.")] = "auto",
-    max_pixels: Annotated[int, typer.Option(help="Refuse frames larger than this.")
+    max_pixels: Annotated[int, typer.Option(min=1, help="Refuse frames larger than this.")
                           ] = 40_000_000,
     commit_every: Annotated[float, typer.Option(
         help="Seconds between commits of finished items into the cache.")] = 600.0,
@@ -250,6 +256,9 @@ def extract(
     from fakeprobe.extractor.pipeline import SelfBlend
     from fakeprobe.extractor.pipeline import extract as run_extract
 
+    if fps is not None and getattr(ctx.get_parameter_source("frames"), "name", "") != "DEFAULT":
+        raise typer.BadParameter("--frames and --fps are two ways to sample; give one (with "
+                                 "--fps, --max-frames caps the count)", param_hint="--fps")
     blending = (SelfBlend(_blend_config(blend_config, blend_mask), blend_seed)
                 if self_blend else None)
     backbone_names, weight_files = _backbones_and_weights(backbone, weights)
@@ -259,7 +268,10 @@ def extract(
                     all_faces=all_faces, keep_crops=keep_crops, max_pixels=max_pixels,
                     backbones=backbone_names)
     settings.update(_cache_settings(ctx, out_path, settings))
-    config = ExtractorConfig(**settings)
+    try:
+        config = ExtractorConfig(**settings)
+    except ValueError as exc:  # e.g. --min-face-score nan, which no range check catches
+        raise typer.BadParameter(str(exc)) from None
     reporter = _ProgressReporter(err)
     try:
         with reporter:
@@ -275,7 +287,10 @@ def extract(
                   "same command again to resume")
         raise typer.Exit(130) from None
     for problem in summary.problems:
-        err.print(f"[yellow]note[/] {problem}", highlight=False)
+        err.print(f"[yellow]note[/] {escape(problem)}", highlight=False)
+    for warning in summary.warnings:
+        err.print(f"[yellow]warning[/] {escape(warning['id'])}: {escape(warning['warning'])}",
+                  highlight=False)
     if as_json:
         _print_json(summary.to_dict())
     else:
@@ -600,6 +615,9 @@ def _protocol(cv, holdout, eval_cache, search, seed, smote=False, train_dataset=
 
     if search not in (None, "grid", "random"):
         raise typer.BadParameter("use grid or random", param_hint="--search")
+    if holdout is not None and eval_cache is not None:
+        raise typer.BadParameter("--holdout and --eval are two different evaluations; give "
+                                 "one", param_hint="--holdout")
     if train_fakes not in TRAIN_FAKES:
         raise typer.BadParameter(f"use {', '.join(TRAIN_FAKES)}", param_hint="--train-fakes")
     train_selection = None
@@ -784,6 +802,12 @@ def evaluate(
     out.print(*_metrics_table([report], f"evaluate {model.name} on {cache.name}"))
 
 
+def _csv_text(value: str) -> str:
+    """A text cell that a spreadsheet will not run: one starting with ``= + - @`` (or a tab
+    or carriage return) gets a leading ``'`` (OWASP's advice against CSV injection)."""
+    return "'" + value if value.startswith(("=", "+", "-", "@", "\t", "\r")) else value
+
+
 @app.command()
 @_handles_errors
 def predict(
@@ -822,9 +846,9 @@ def predict(
             writer.writerow(["id", "path", "status", "fake_probability", "label", "threshold",
                              "frames_used", "error"])
             for p in result.predictions:
-                writer.writerow([p.id, p.path, p.status, "" if p.score is None else
-                                 f"{p.score:.6f}", p.label or "", f"{result.threshold:.6f}",
-                                 p.frames_used, p.error])
+                writer.writerow([_csv_text(p.id), _csv_text(p.path), p.status,
+                                 "" if p.score is None else f"{p.score:.6f}", p.label or "",
+                                 f"{result.threshold:.6f}", p.frames_used, _csv_text(p.error)])
     if timeline_csv:
         with open(timeline_csv, "w", newline="") as handle:
             writer = csvlib.writer(handle)
@@ -832,7 +856,7 @@ def predict(
             for p in result.predictions:
                 for point in p.timeline:
                     time_s = point["time"]
-                    writer.writerow([p.id, point["frame"],
+                    writer.writerow([_csv_text(p.id), point["frame"],
                                      f"{time_s:.3f}" if math.isfinite(time_s) else "",
                                      point["track"], f"{point['score']:.6f}"])
     if as_json:

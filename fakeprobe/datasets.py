@@ -13,11 +13,19 @@ by the nearest structure it sits in, so one call can take a whole data root:
 
 Ids are paths relative to the folder that holds the input (``data/ffpp/.../183.mp4`` whether the
 input was ``data`` or ``data/manifest.csv``), so they do not depend on where the data lives.
+An id never holds ``..``: a manifest row pointing outside the manifest's folder gets the path
+relative to the deepest folder the two share. Bytes of a file name that are not valid UTF-8 are
+written as ``\\xff`` escapes in ids (see :func:`safe_text`).
+
+Hostile or careless listings never stop discovery with a traceback: every bad metadata entry or
+manifest row is one line in :attr:`Discovery.problems` (naming the file and the key or line) and
+is skipped; a file listed twice with different labels is refused, naming both listings.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass, field, replace
@@ -26,6 +34,10 @@ from typing import Iterable
 
 from fakeprobe.errors import LayoutError
 from fakeprobe.extractor.frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES, media_kind
+
+#: Metadata and manifest files larger than this are refused (the largest DFDC part's
+#: metadata.json is about 1 MB; a manifest of a million rows about 100 MB).
+MAX_LISTING_BYTES = 256 * 1024**2
 
 REAL, FAKE = "real", "fake"
 _LABEL_WORDS = {
@@ -104,8 +116,37 @@ def parse_label(value: str | None) -> str | None:
     return label
 
 
+def safe_text(text: str) -> str:
+    """``text`` with the bytes of a file name that is not valid UTF-8 (which Python keeps as
+    lone surrogates) written as ``\\xff`` escapes: the same on every run, printable, and
+    storable as UTF-8 in the cache."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def _item_id(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path, base)).as_posix()
+
+
+def _exists(path: Path) -> bool | None:
+    """Whether ``path`` exists; None for a path the system cannot even look up (a NUL byte,
+    a name too long)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return None
+
+
+def _read_listing(path: Path) -> bytes:
+    """The bytes of a metadata file or manifest, refusing absurd sizes."""
+    size = path.stat().st_size
+    if size > MAX_LISTING_BYTES:
+        raise ValueError(f"{size / 1e6:.0f} MB, over the {MAX_LISTING_BYTES / 1e6:.0f} MB a "
+                         "listing may have")
+    return path.read_bytes()
 
 
 def _is_media(path: Path) -> bool:
@@ -181,24 +222,49 @@ class _UnionFind:
 
 # --- DFDC ------------------------------------------------------------------------------------
 
-def _load_dfdc_metadata(folder: Path, problems: list[str]) -> dict[str, dict] | None:
+#: A DFDC metadata entry that could not be understood: its file is skipped, not guessed at.
+_BAD_ENTRY = None
+
+
+def _load_dfdc_metadata(folder: Path, problems: list[str]
+                        ) -> dict[str, tuple[str | None, str, str] | None] | None:
+    """``name -> (label, group, method)`` of a folder's ``metadata.json``, None when there is
+    none. An entry that cannot be understood maps to None (one problem line each); a file that
+    is not a JSON object gives one problem line and no entries (its videos are unlabelled)."""
     meta = folder / "metadata.json"
     if not meta.is_file():
         return None
     try:
-        data = json.loads(meta.read_text())
+        data = json.loads(_read_listing(meta).decode("utf-8-sig"))
         if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as exc:
-        problems.append(f"{meta}: unreadable DFDC metadata ({exc}); its videos are unlabelled")
+            raise ValueError(f"a JSON {type(data).__name__}, not an object of entries")
+    except (OSError, ValueError, RecursionError, MemoryError) as exc:
+        reason = ("nested too deeply" if isinstance(exc, RecursionError)
+                  else "too large" if isinstance(exc, MemoryError) else str(exc))
+        problems.append(f"{meta}: unreadable DFDC metadata ({reason}); its videos are unlabelled")
         return {}
-    return data
+    entries: dict[str, tuple[str | None, str, str] | None] = {}
+    for name, entry in data.items():
+        try:
+            entries[name] = _dfdc_fields(name, entry)
+        except ValueError as exc:
+            problems.append(f"{meta}: entry {safe_text(name)!r}: {exc}; skipped")
+            entries[name] = _BAD_ENTRY
+    return entries
 
 
-def _dfdc_fields(name: str, entry: dict) -> tuple[str | None, str, str]:
+def _dfdc_fields(name: str, entry: object) -> tuple[str | None, str, str]:
+    """(label, group, method) of one entry; ValueError for anything not understood."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ValueError("not a plain file name")
+    if not isinstance(entry, dict):
+        raise ValueError(f"a JSON {type(entry).__name__}, not an object with a label")
     label = parse_label(entry.get("label"))
     original = entry.get("original") or name
-    return label, f"dfdc:{Path(original).stem}", "dfdc_fake" if label == FAKE else "dfdc_real"
+    if not isinstance(original, str):
+        raise ValueError(f"'original' is {original!r}, not a file name")
+    stem = safe_text(Path(original).stem) or safe_text(original)
+    return label, f"dfdc:{stem}", "dfdc_fake" if label == FAKE else "dfdc_real"
 
 
 # --- folders ---------------------------------------------------------------------------------
@@ -237,7 +303,10 @@ def _scan_folder(root: Path, frame_folders: bool, found: Discovery,
             metadata_cache[folder] = _load_dfdc_metadata(folder, found.problems)
         meta = metadata_cache[folder]
         if meta is not None and path.name in meta:
-            label, group, method = _dfdc_fields(path.name, meta[path.name])
+            fields = meta[path.name]
+            if fields is _BAD_ENTRY:  # reported when the metadata was read
+                continue
+            label, group, method = fields
             found.items.append(replace(item, label=label, group=group, dataset="DFDC",
                                        method=method))
             continue
@@ -246,11 +315,11 @@ def _scan_folder(root: Path, frame_folders: bool, found: Discovery,
                                    method=method))
     # DFDC entries listed in a metadata.json but absent from the disk
     for folder, meta in sorted(metadata_cache.items()):
-        for name, entry in sorted((meta or {}).items()):
+        for name, fields in sorted((meta or {}).items()):
             path = folder / name
-            if path.exists() or not isinstance(entry, dict):
+            if fields is _BAD_ENTRY or _exists(path) is not False:
                 continue
-            label, group, method = _dfdc_fields(name, entry)
+            label, group, method = fields
             found.items.append(MediaItem(id=_item_id(path, base), path=path, kind="video",
                                          label=label, group=group, dataset="DFDC",
                                          method=method))
@@ -258,39 +327,127 @@ def _scan_folder(root: Path, frame_folders: bool, found: Discovery,
 
 # --- CSV manifests ---------------------------------------------------------------------------
 
-def _scan_csv(csv_path: Path, found: Discovery) -> None:
+#: Manifest columns fakeprobe reads; others are allowed and ignored.
+_CSV_FIELDS = ("path", "label", "group", "dataset", "method")
+
+
+def _csv_rows(csv_path: Path) -> Iterable[tuple[int, list[str] | str]]:
+    """(line, fields) of every row of a manifest, or (line, reason) for a row the csv module
+    refused; LayoutError for a manifest that cannot be read at all."""
     try:
-        handle = csv_path.open(newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise LayoutError(f"{csv_path}: cannot read ({exc.strerror})") from None
-    with handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-        if "path" not in columns:
-            raise LayoutError(f"{csv_path}: a manifest needs a 'path' column (and 'label', "
-                              f"optionally 'group', 'dataset', 'method'); found {columns}")
-        for line, row in enumerate(reader, start=2):
-            row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-            if not row.get("path"):
-                found.problems.append(f"{csv_path}:{line}: empty path, row skipped")
-                continue
-            path = (csv_path.parent / row["path"]).resolve()
-            try:
-                label = parse_label(row.get("label"))
-            except ValueError as exc:
-                found.problems.append(f"{csv_path}:{line}: {exc}, row skipped")
-                continue
-            kind = media_kind(path) if path.exists() else media_kind(Path(row["path"]))
-            if kind is None:
-                found.problems.append(f"{csv_path}:{line}: {row['path']} is not a video, "
-                                      "image or folder of frames, row skipped")
-                continue
-            item_id = Path(os.path.normpath(Path(csv_path.parent.name) / row["path"])).as_posix()
-            found.items.append(MediaItem(
-                id=item_id, path=path, kind=kind, label=label,
-                group=row.get("group") or item_id, dataset=row.get("dataset", ""),
-                method=row.get("method", "") or (label or ""),
-            ))
+        raw = _read_listing(csv_path)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else exc
+        raise LayoutError(f"{csv_path}: cannot read ({reason})") from None
+    # bytes that are not UTF-8 survive decoding as surrogates, so each bad row is named alone
+    text = raw.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num, str(exc)
+            continue
+        yield reader.line_num, fields
+
+
+def _csv_id(csv_path: Path, row_path: str, resolved: Path) -> str:
+    """The id of a manifest row: its path relative to the folder above the manifest's, or, for
+    a path outside it, relative to the deepest folder the two share (never ``..``)."""
+    item_id = Path(os.path.normpath(Path(csv_path.parent.name) / row_path)).as_posix()
+    if item_id == ".." or item_id.startswith(("../", "/")) or Path(item_id).is_absolute():
+        base = csv_path.resolve().parent.parent
+        common = Path(os.path.commonpath([base, resolved]))
+        item_id = _item_id(resolved, common) if resolved != common else resolved.name
+    return safe_text(item_id)
+
+
+def _scan_csv(csv_path: Path, found: Discovery) -> None:
+    rows = iter(_csv_rows(csv_path))
+    header = next(rows, None)
+    if header is None:
+        raise LayoutError(f"{csv_path}: empty manifest; it needs a header line with a 'path' "
+                          "column (and 'label', optionally 'group', 'dataset', 'method')")
+    line, names = header
+    if isinstance(names, str):
+        raise LayoutError(f"{csv_path}:{line}: unreadable header ({names})")
+    columns = [safe_text(c.strip().lower()) for c in names]
+    if "path" not in columns:
+        raise LayoutError(f"{csv_path}: a manifest needs a 'path' column (and 'label', "
+                          f"optionally 'group', 'dataset', 'method'); found {columns[:10]}")
+    where = {name: columns.index(name) for name in _CSV_FIELDS if name in columns}
+    first: dict[Path, tuple[int, MediaItem]] = {}
+    refused: set[Path] = set()
+    for line, fields in rows:
+        if isinstance(fields, str):
+            found.problems.append(f"{csv_path}:{line}: {fields}, row skipped")
+            continue
+        if not any(f.strip() for f in fields):
+            continue  # a blank line
+        if len(fields) > len(columns):
+            found.problems.append(f"{csv_path}:{line}: {len(fields)} fields but the header has "
+                                  f"{len(columns)}, row skipped")
+            continue
+        row = {name: fields[k].strip() if k < len(fields) else ""
+               for name, k in where.items()}
+        if any(safe_text(v) != v for v in row.values()):
+            found.problems.append(f"{csv_path}:{line}: not valid UTF-8 (save the manifest as "
+                                  "UTF-8), row skipped")
+            continue
+        if not row.get("path"):
+            found.problems.append(f"{csv_path}:{line}: empty path, row skipped")
+            continue
+        shown = row["path"] if len(row["path"]) <= 80 else row["path"][:77] + "..."
+        if "\0" in row["path"]:
+            found.problems.append(f"{csv_path}:{line}: the path holds a NUL byte, row skipped")
+            continue
+        path = (csv_path.parent / row["path"]).resolve()
+        exists = _exists(path)
+        if exists is None:
+            found.problems.append(f"{csv_path}:{line}: {shown!r} is not a usable path (too "
+                                  "long?), row skipped")
+            continue
+        try:
+            label = parse_label(row.get("label"))
+        except ValueError as exc:
+            found.problems.append(f"{csv_path}:{line}: {exc}, row skipped")
+            continue
+        kind = media_kind(path) if exists else media_kind(Path(row["path"]))
+        if kind is None:
+            found.problems.append(f"{csv_path}:{line}: {shown} is not a video, "
+                                  "image or folder of frames, row skipped")
+            continue
+        item_id = _csv_id(csv_path, row["path"], path)
+        item = MediaItem(
+            id=item_id, path=path, kind=kind, label=label,
+            group=row.get("group") or item_id, dataset=row.get("dataset", ""),
+            method=row.get("method", "") or (label or ""),
+        )
+        if path in refused:
+            found.problems.append(f"{csv_path}:{line}: {shown} was refused above (listed "
+                                  "with conflicting fields), row skipped")
+            continue
+        if path in first:
+            seen_line, seen = first[path]
+            if seen != item:
+                found.problems.append(
+                    f"{csv_path}:{seen_line} and line {line} list {shown} differently "
+                    f"({_difference(seen, item)}); both rows refused")
+                refused.add(path)
+                found.items.remove(seen)
+            continue  # an identical repeat adds nothing
+        first[path] = (line, item)
+        found.items.append(item)
+
+
+def _difference(a: MediaItem, b: MediaItem) -> str:
+    """What two listings of one file disagree on, e.g. ``label real vs fake``."""
+    parts = [f"{name} {getattr(a, name) or '-'} vs {getattr(b, name) or '-'}"
+             for name in ("label", "group", "dataset", "method")
+             if getattr(a, name) != getattr(b, name)]
+    return ", ".join(parts)
 
 
 # --- entry point -----------------------------------------------------------------------------
@@ -332,11 +489,22 @@ def discover(inputs: Iterable[Path | str], *, frame_folders: bool = False) -> Di
         found.items.extend(replace(item, group=f"ffpp:{names[nodes[0]]}") for item, nodes in ffpp)
 
     unique: dict[str, MediaItem] = {}
+    refused: set[str] = set()
     for item in found.items:
+        item = replace(item, id=safe_text(item.id), group=safe_text(item.group),
+                       dataset=safe_text(item.dataset), method=safe_text(item.method))
+        if item.id in refused:
+            continue
         if item.id in unique:
-            if unique[item.id].path != item.path:
-                found.problems.append(f"{item.path}: id {item.id!r} is taken by "
-                                      f"{unique[item.id].path}, skipped")
+            seen = unique[item.id]
+            if seen.path != item.path:
+                found.problems.append(f"{safe_text(str(item.path))}: id {item.id!r} is taken "
+                                      f"by {safe_text(str(seen.path))}, skipped")
+            elif seen != item:  # one file, two listings that disagree: neither is trusted
+                found.problems.append(f"{item.id}: listed twice with different fields "
+                                      f"({_difference(seen, item)}); refused")
+                refused.add(item.id)
+                del unique[item.id]
             continue
         unique[item.id] = item
     found.items = sorted(unique.values(), key=lambda i: i.id)

@@ -151,7 +151,8 @@ def test_parse_label(text, label):
 @pytest.mark.shared_data
 def test_shared_data_root_and_its_manifest_agree(shared_data):
     found = discover([shared_data])
-    present = [i for i in found.items if i.exists]
+    # dfdc_faces/ has its own manifest (the top-level one lists the other folders only)
+    present = [i for i in found.items if i.exists and "/dfdc_faces/" not in f"/{i.id}"]
     assert Counter(i.kind for i in present) == {"video": 73, "image": 200}
     assert len(found.missing) == 6  # DFDC metadata lists videos that are not there
     via_csv = discover([shared_data / "manifest.csv"])

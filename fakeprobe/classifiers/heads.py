@@ -107,10 +107,15 @@ class AutoSVC(ClassifierMixin, BaseEstimator):
         self.classes_ = _binary_classes(y)
         self.kernel_ = "rbf" if len(X) <= self.exact_max else "nystroem"
         folds = self.calibration_folds
+        cv = None
         if groups is not None and len(np.unique(groups)) >= folds:
             cv = list(GroupKFold(n_splits=folds).split(X, y, groups))
-            cv = [(tr, te) for tr, te in cv if len(np.unique(y[tr])) == 2] or folds
-        else:
+            # Platt scaling needs out-of-fold scores for every frame (the folds must be a
+            # partition) and both classes in each training part; with too few groups per
+            # class, the calibration folds are stratified instead
+            if not all(len(np.unique(y[tr])) == 2 for tr, _ in cv):
+                cv = None
+        if cv is None:
             counts = np.bincount(np.searchsorted(self.classes_, y))
             folds = max(2, min(folds, int(counts.min())))
             cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.random_state)

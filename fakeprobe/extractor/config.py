@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,16 @@ DEFAULT_BACKBONE = "mobilenet-v2"
 DEFAULT_DETECT_SIZE = 640
 #: Frames larger than this many pixels are refused (an 8K frame is 33 Mpx).
 DEFAULT_MAX_PIXELS = 40_000_000
+#: The most frames sampled from one video (``frames`` and ``max_frames``): every frame of 5.5
+#: minutes at 30 fps. All the sampled frames of an item are held in memory while its faces are
+#: found (about 6 MB each at 1080p; ``frames.MAX_DECODE_BYTES`` refuses an item that would need
+#: more than 4 GiB), and each becomes rows in the cache; a typo such as ``--frames 1000000``
+#: is refused at once instead of running out of memory or time on the first long video.
+MAX_SAMPLED_FRAMES = 10_000
+#: Detectors whose face score is not a probability: dlib's HOG-SVM margin has no fixed range
+#: (about 0 to 3, and a negative threshold finds more faces). Every other detector's score is a
+#: probability, so its ``min_face_score`` must lie between 0 and 1.
+UNBOUNDED_SCORE_DETECTORS = frozenset({"dlib-hog"})
 #: Margin of stored face crops and of the ImageNet backbones' crops (see ``CropSpec``): the ArcFace
 #: crop grown by 20%, about the 1.3x detector box of FaceForensics++, keeping the blending boundary.
 CONTEXT_MARGIN = 0.1
@@ -34,6 +46,7 @@ ROW_FIELDS = (
     "track_iou",
     "keep_crops",
     "max_pixels",
+    "face_crops",
 )
 
 
@@ -43,7 +56,10 @@ class ExtractorConfig:
 
     ``frames`` evenly spaced frames per video, or, when ``fps`` is set, frames at that rate (at
     most ``max_frames``). ``min_face_score`` of ``None`` means the detector's own default.
-    ``keep_crops`` is the side of stored aligned face crops (0 keeps none). ``backbones`` may
+    ``keep_crops`` is the side of stored aligned face crops (0 keeps none). ``face_crops``:
+    every still image is one face crop (a face-crop data set): the largest detected face, or
+    the image itself centred on the face template when none is found; videos are unaffected.
+    ``backbones`` may
     be empty: only the rows (faces, landmarks, tracks) are cached, e.g. for ``landmarks``.
     """
 
@@ -57,17 +73,30 @@ class ExtractorConfig:
     track_iou: float = 0.3
     keep_crops: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
+    face_crops: bool = False
     backbones: tuple[str, ...] = field(default=(DEFAULT_BACKBONE,))
 
     def __post_init__(self) -> None:
-        if self.frames < 1:
-            raise ValueError("frames must be at least 1")
-        if self.fps is not None and self.fps <= 0:
-            raise ValueError("fps must be positive")
-        if self.max_frames < 1:
-            raise ValueError("max_frames must be at least 1")
-        if self.keep_crops < 0:
+        for name, low, high in (("frames", 1, MAX_SAMPLED_FRAMES),
+                                ("max_frames", 1, MAX_SAMPLED_FRAMES),
+                                ("detect_size", 1, 1 << 16), ("max_pixels", 1, 1 << 40)):
+            _check_int(name, getattr(self, name), low, high)
+        if self.fps is not None and not (_is_number(self.fps) and 0 < self.fps < math.inf):
+            raise ValueError(f"fps must be a positive number, not {self.fps!r}")
+        score = self.min_face_score
+        if score is not None:
+            if not (_is_number(score) and math.isfinite(score)):
+                raise ValueError(f"min_face_score must be a number, not {score!r}")
+            if self.detector not in UNBOUNDED_SCORE_DETECTORS and not 0.0 <= score <= 1.0:
+                raise ValueError(f"min_face_score must be between 0 and 1 for {self.detector} "
+                                 f"(a probability), not {score!r}")
+        if not (_is_number(self.track_iou) and 0.0 <= self.track_iou <= 1.0):
+            raise ValueError(f"track_iou must be between 0 and 1, not {self.track_iou!r}")
+        if not (_is_int(self.keep_crops) and self.keep_crops >= 0):
             raise ValueError("keep_crops must be 0 (off) or a crop size in pixels")
+        if isinstance(self.backbones, (str, bytes)) or not all(
+                isinstance(name, str) for name in self.backbones):
+            raise ValueError(f"backbones must be a list of names, not {self.backbones!r}")
         object.__setattr__(self, "backbones", tuple(self.backbones))
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,3 +119,19 @@ class ExtractorConfig:
             for name in ROW_FIELDS
             if getattr(self, name) != getattr(other, name)
         }
+
+
+def _is_int(value: Any) -> bool:
+    """A whole number (numpy's too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A real number that is not NaN (numpy's too), not a bool."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and value == value)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if not _is_int(value) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")

@@ -4,6 +4,11 @@ Videos are read with one sequential ``grab()`` loop that ``retrieve()``s (conver
 frames kept: seeking with ``CAP_PROP_POS_FRAMES`` re-decodes from the previous key frame for every
 frame and measured about 8x slower. Rotation metadata is honoured, so portrait phone videos come
 out upright.
+
+Every read is guarded against hostile files: sizes come from the header and are checked before
+anything is decoded (``--max-pixels``, and :data:`MAX_DECODE_BYTES` for all the sampled frames
+of one item together); a video that yields fewer frames than its container lists is flagged
+(:attr:`MediaInfo.warning`); a file name that is not valid UTF-8 is read through an open file.
 """
 
 from __future__ import annotations
@@ -19,8 +24,18 @@ import numpy as np
 
 from fakeprobe.errors import MediaError
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
+#: GIFs are read as videos (an animated GIF is a clip; a still one is a one-frame video).
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg",
+                            ".gif"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+#: The most memory the decoded frames of one item may take (all the sampled frames are held
+#: while faces are detected and aligned): 4 GiB, enough for the default 32 frames at the largest
+#: frame ``--max-pixels`` allows by default (32 x 40 Mpx x 3 bytes = 3.8 GB). An item that would
+#: need more is refused as ``too_large``, so memory stays bounded by about this much per worker.
+MAX_DECODE_BYTES = 4 * 1024**3
+#: Frames a container may list beyond those that decode before a video counts as truncated:
+#: some containers (WebM, MKV) estimate their frame count from the duration.
+_COUNT_SLACK = 2
 
 
 @dataclass(frozen=True)
@@ -31,6 +46,9 @@ class MediaInfo:
     width: int
     height: int
     n_frames: int
+    #: Why the frames read may not be what was asked for (e.g. a truncated video); empty when
+    #: all is well. The extractor stores it as the item's ``error`` and prints it.
+    warning: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,7 +87,9 @@ def sample_indices(
             return np.arange(n_frames, dtype=np.int64)
         return np.unique(np.round(np.linspace(0, n_frames - 1, count)).astype(np.int64))
     step = max(video_fps / fps, 1.0)
-    indices = np.unique(np.floor(np.arange(0, n_frames, step)).astype(np.int64))
+    # only the first max_frames are kept: never build the index of a claimed billion frames
+    stop = min(float(n_frames), (max_frames + 1) * step)
+    indices = np.unique(np.floor(np.arange(0, stop, step)).astype(np.int64))
     return indices[:max_frames]
 
 
@@ -82,14 +102,60 @@ def _check_size(width: int, height: int, max_pixels: int, what: str) -> None:
         )
 
 
+def _check_memory(n_frames: int, width: int, height: int) -> None:
+    need = n_frames * width * height * 3
+    if need > MAX_DECODE_BYTES:
+        raise MediaError(
+            f"{n_frames} sampled frames of {width}x{height} would take {need / 1e9:.1f} GB of "
+            f"memory, over the {MAX_DECODE_BYTES / 1024**3:.0f} GiB one item may use; sample "
+            "fewer frames (--frames, or --fps with --max-frames)", status="too_large")
+
+
+def _opencv_name(path: Path) -> str | None:
+    """``path`` as OpenCV takes it, or None for a name that is not valid UTF-8 (its bytes are
+    kept as lone surrogates, which OpenCV's string conversion does not survive: it crashes)."""
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return name
+
+
+class _StreamCapture:
+    """A ``cv2.VideoCapture`` reading an open file through FFmpeg, for names OpenCV cannot
+    take. OpenCV keeps no reference to the file object, so this one holds it and closes it
+    after the capture is released."""
+
+    def __init__(self, path: Path) -> None:
+        self._handle = open(path, "rb")
+        try:
+            self._capture = cv2.VideoCapture(self._handle, cv2.CAP_FFMPEG, [])
+        except (TypeError, cv2.error, SystemError):
+            self._handle.close()
+            raise MediaError("the file name is not valid UTF-8 and this OpenCV cannot read "
+                             "from a stream (needs opencv-python 4.10 or later); rename the "
+                             "file") from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._capture, name)
+
+    def release(self) -> None:
+        self._capture.release()
+        self._handle.close()
+
+
 def _open_video(path: Path) -> cv2.VideoCapture:
     # FFmpeg's own messages ("moov atom not found") would garble the progress bar; fakeprobe
     # reports each failure in one line instead. A user's own setting wins.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     if path.stat().st_size == 0:
         raise MediaError("empty file (0 bytes)")
-    capture = cv2.VideoCapture(str(path), cv2.CAP_ANY)
+    name = _opencv_name(path)
+    capture = (cv2.VideoCapture(name, cv2.CAP_ANY) if name is not None
+               else _StreamCapture(path))
     if not capture.isOpened():
+        capture.release()
         raise MediaError("cannot open as a video (not a video, corrupt, or unsupported codec)")
     capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
     return capture
@@ -145,16 +211,29 @@ def read_video(
             if info.n_frames == 0:
                 raise MediaError("the video holds no decodable frame", status="empty")
             capture = _open_video(path)
-        wanted = indices if indices is not None else sample_indices(
+        wanted = np.asarray(indices if indices is not None else sample_indices(
             info.n_frames, count=count, fps=fps, video_fps=info.fps, max_frames=max_frames
-        )
-        frames = list(_grab_frames(capture, np.asarray(wanted, dtype=np.int64), info.fps))
+        ), dtype=np.int64)
+        _check_memory(len(wanted), info.width, info.height)
+        grabbed = [0]
+        frames = list(_grab_frames(capture, wanted, info.fps, grabbed))
     finally:
         capture.release()
     if not frames:
         raise MediaError("no frame could be decoded (corrupt or truncated video)")
     height, width = frames[0].image.shape[:2]  # upright size, after any rotation
-    return MediaInfo(info.fps, width, height, info.n_frames), frames
+    return MediaInfo(info.fps, width, height, info.n_frames,
+                     _truncation(info.n_frames, grabbed[0], wanted, len(frames))), frames
+
+
+def _truncation(n_frames: int, grabbed: int, wanted: np.ndarray, n_read: int) -> str:
+    """A warning when decoding stopped well before the frames the container lists (a cut or
+    damaged file), else ""."""
+    last = int(wanted.max()) if wanted.size else -1
+    if grabbed > last or grabbed >= n_frames - _COUNT_SLACK:
+        return ""
+    return (f"truncated or corrupt: decoding stopped at frame {grabbed} of the {n_frames} the "
+            f"container lists; {n_read} of {len(wanted)} sampled frames read")
 
 
 def iter_video(path: Path, *, max_frames: int | None = None,
@@ -185,7 +264,10 @@ def iter_video(path: Path, *, max_frames: int | None = None,
     return info, frames()
 
 
-def _grab_frames(capture: cv2.VideoCapture, wanted: np.ndarray, fps: float) -> Iterator[Frame]:
+def _grab_frames(capture: cv2.VideoCapture, wanted: np.ndarray, fps: float,
+                 grabbed: list[int] | None = None) -> Iterator[Frame]:
+    """The ``wanted`` frames; ``grabbed[0]`` counts the frames decoded on the way."""
+    grabbed = grabbed if grabbed is not None else [0]
     if wanted.size == 0:
         return
     keep = set(int(i) for i in wanted)
@@ -193,6 +275,7 @@ def _grab_frames(capture: cv2.VideoCapture, wanted: np.ndarray, fps: float) -> I
     for index in range(last + 1):
         if not capture.grab():
             return  # truncated: the container promised more frames than it holds
+        grabbed[0] = index + 1
         if index in keep:
             ok, image = capture.retrieve()
             if ok and image is not None:
@@ -200,20 +283,37 @@ def _grab_frames(capture: cv2.VideoCapture, wanted: np.ndarray, fps: float) -> I
 
 
 def read_image(path: Path, max_pixels: int = 40_000_000) -> np.ndarray:
-    """One still image as BGR uint8 (EXIF orientation applied), size checked before decoding."""
-    if path.stat().st_size == 0:
+    """One still image as BGR uint8 (EXIF orientation applied), size checked before decoding.
+
+    The file's bytes are read by Python and decoded from memory, so any file name works."""
+    size = path.stat().st_size
+    if size == 0:
         raise MediaError("empty file (0 bytes)")
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as header:  # reads the header only
-            width, height = header.size
-    except (UnidentifiedImageError, OSError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as header:  # reads the header only
+                width, height = header.size
+    except Image.DecompressionBombError as exc:  # the header claims a giant image
+        raise MediaError(f"the image header claims a giant image ({exc}); over --max-pixels "
+                         f"({max_pixels / 1e6:.0f} Mpx)", status="too_large") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise MediaError(f"cannot read as an image ({exc.__class__.__name__})") from None
     _check_size(width, height, max_pixels, "the image")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    # a file far larger than its pixels could need is not an image we should load
+    if size > 8 * max_pixels + 2**20:
+        raise MediaError(f"the file ({size / 1e6:.0f} MB) is far larger than a {width}x{height} "
+                         "image needs", status="too_large")
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise MediaError("cannot decode the image (corrupt or unsupported)")
+    if image.shape[0] * image.shape[1] > max_pixels:  # a header that lied
+        _check_size(image.shape[1], image.shape[0], max_pixels, "the decoded image")
     return image
 
 
@@ -237,9 +337,16 @@ def read_frame_folder(
         raise MediaError("the folder holds no image", status="empty")
     wanted = indices if indices is not None else sample_indices(len(files), count=count)
     frames = []
+    held = 0
     for index in wanted:
         if 0 <= index < len(files):
             frames.append(Frame(int(index), float("nan"), read_image(files[index], max_pixels)))
+            held += frames[-1].image.nbytes
+            if held > MAX_DECODE_BYTES:
+                raise MediaError(
+                    f"{len(wanted)} sampled frames of this folder would take over the "
+                    f"{MAX_DECODE_BYTES / 1024**3:.0f} GiB one item may use; sample fewer "
+                    "frames (--frames)", status="too_large")
     height, width = frames[0].image.shape[:2] if frames else (0, 0)
     return MediaInfo(float("nan"), width, height, len(files)), frames
 

@@ -18,9 +18,9 @@ from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
-from fakeprobe.datasets import Discovery, MediaItem, discover, with_self_blends
+from fakeprobe.datasets import Discovery, MediaItem, discover, safe_text, with_self_blends
 from fakeprobe.errors import ConfigMismatch, FakeprobeError, MediaError
-from fakeprobe.extractor.align import align_face, can_recrop, recrop
+from fakeprobe.extractor.align import ARCFACE_TEMPLATE_112, align_face, can_recrop, recrop
 from fakeprobe.extractor.base import Backbone, CropSpec, Detector, Face
 from fakeprobe.extractor.components import BACKBONES, DETECTORS
 from fakeprobe.extractor.config import CONTEXT_MARGIN, ExtractorConfig
@@ -80,6 +80,9 @@ class ExtractSummary:
     #: a large share of the run, decoding and detection are what limits it).
     stage_seconds: dict[str, float] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
+    #: Items extracted with a caveat (a truncated video: the frames before the damage are
+    #: used), as ``{"id", "warning"}``; the warning is also the item's ``error`` in the cache.
+    warnings: list[dict[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -120,16 +123,37 @@ def make_detector(config: ExtractorConfig, device: str = "auto",
     return DETECTORS.create(config.detector, **kwargs)
 
 
+def centred_face(image: np.ndarray) -> Face:
+    """The face of an image that *is* a face crop but where no face was detected: the ArcFace
+    template's five points scaled to the image's shorter side and centred (the crop is taken
+    as a tight face box), the whole image as the box, no detector score (NaN)."""
+    height, width = image.shape[:2]
+    side = float(min(height, width))
+    marks = ARCFACE_TEMPLATE_112 / 112.0 * side
+    marks = marks + np.array([(width - side) / 2.0, (height - side) / 2.0])
+    return Face(box=(0.0, 0.0, float(width), float(height)), score=float("nan"),
+                landmarks=marks.astype(np.float32))
+
+
 def detect_rows(frames: list[Frame], detector: Detector, config: ExtractorConfig,
-                seconds: dict[str, float]) -> tuple[fcache.FrameRows, list[int]]:
+                seconds: dict[str, float], face_crop: bool = False
+                ) -> tuple[fcache.FrameRows, list[int]]:
     """Rows for the sampled frames (one per kept face, or one no-face row), and for each row
-    the position of its frame in ``frames``."""
+    the position of its frame in ``frames``.
+
+    ``face_crop``: the frames are face crops (``--face-crops``, images only): exactly one face
+    each, the largest detected one (aligned on its landmarks), else :func:`centred_face`.
+    """
     from fakeprobe.extractor.detectors import link_tracks, select_largest
 
     t0 = time.perf_counter()
     detected = [detector.detect(frame.image) for frame in frames]
     seconds["detect"] += time.perf_counter() - t0
-    if config.all_faces:
+    if face_crop:
+        kept = [select_largest(faces) or [centred_face(frame.image)]
+                for faces, frame in zip(detected, frames)]
+        tracks = [[0] for _ in kept]
+    elif config.all_faces:
         kept = detected
         tracks = link_tracks(kept, iou_threshold=config.track_iou)
     else:
@@ -210,7 +234,7 @@ class Extractor:
 
     def _record(self, item: MediaItem) -> fcache.VideoRecord:
         return fcache.VideoRecord(
-            id=item.id, path=str(item.path), kind=item.kind, label=item.label,
+            id=item.id, path=safe_text(str(item.path)), kind=item.kind, label=item.label,
             group=item.group, dataset=item.dataset, method=item.method,
         )
 
@@ -233,7 +257,8 @@ class Extractor:
         record.fps, record.width, record.height, record.n_frames = (
             float(info.fps), info.width, info.height, info.n_frames)
         if cached is None:
-            rows, origin = detect_rows(frames, self._detector(), cfg, seconds)
+            rows, origin = detect_rows(frames, self._detector(), cfg, seconds,
+                                       face_crop=cfg.face_crops and item.kind == "image")
             kind = "video"
         else:
             by_index = {frame.index: k for k, frame in enumerate(frames)}
@@ -244,6 +269,9 @@ class Extractor:
             origin = [by_index[int(i)] for i in rows.frame_index]
             kind = "features"
         record.status = "ok" if rows.has_face.any() else "no_face"
+        # a truncated video keeps the frames before the damage (the item is still usable and
+        # scored) but says so: the warning is stored as its error and printed
+        record.error = info.warning
         out = []
         for member in ([item, twin] if twin is not None else [item]):
             member_record = record if member is item else replace(
@@ -413,7 +441,7 @@ class Extractor:
 
         def record_failure(item: MediaItem, error: MediaError) -> None:
             record = fcache.VideoRecord(
-                id=item.id, path=str(item.path), kind=item.kind, label=item.label,
+                id=item.id, path=safe_text(str(item.path)), kind=item.kind, label=item.label,
                 group=item.group, dataset=item.dataset, method=item.method,
                 status=error.status, error=str(error))
             fcache.stage(cache_path, fcache.StagedItem(record=record))
@@ -430,6 +458,10 @@ class Extractor:
                 seconds["stage"] += time.perf_counter() - t0
                 for key, value in prepared.seconds.items():
                     seconds[key] += value
+                if prepared.record.error and prepared.kind == "video":
+                    summary.warnings.append({"id": prepared.item.id,
+                                             "warning": prepared.record.error})
+                    log(f"{prepared.item.id}: {prepared.record.error}")
                 if prepared.kind == "video":
                     summary.extracted += 1
                     summary.rows += len(prepared.rows)
