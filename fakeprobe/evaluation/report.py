@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -134,6 +135,23 @@ def _fmt(value: Any, decimals: int = 3) -> str:
 
 def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+#: Characters with a meaning inside a markdown line (CommonMark lets a backslash escape any
+#: of them); ``#``, ``-``, ``+`` and ``1.`` matter only at a line's start, where no value goes.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>|~&!])")
+
+
+def _md(value: Any) -> str:
+    """``value`` as inert markdown text: special characters escaped, one line."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).splitlines()))
+
+
+def _md_code(value: Any) -> str:
+    """``value`` as one inline code span, whatever backticks it holds."""
+    text = " ".join(str(value).splitlines())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}"
 
 
 def _label(report: dict[str, Any]) -> str:
@@ -634,14 +652,15 @@ def _section_provenance(record: dict[str, Any]) -> str:
 def _markdown(record: dict[str, Any], reports: list[dict[str, Any]], figs: _Figures) -> str:
     lines = ["# fakeprobe report", "",
              (f"{record.get('kind', '')} run of {record.get('created', '')}: "
-              f"`{record.get('command', '')}`"), "", "## Metrics (video level)", "",
+              f"{_md_code(record.get('command', ''))}"), "", "## Metrics (video level)", "",
              ("| head | features | videos | ROC-AUC | PR-AUC | log loss | EER | bal. acc. | F1 "
               "| FPR | FNR | TN/FP/FN/TP | frame ROC-AUC | fit s | peak MiB |"),
              "|---|---|" + "---:|" * 13]
     for r in reports:
         v, c = r.get("video") or {}, (r.get("video") or {}).get("confusion") or {}
         lines.append(
-            f"| {r.get('head')} | {'+'.join(r.get('features') or [])} | {v.get('n', '–')} | "
+            f"| {_md(r.get('head'))} | {_md('+'.join(r.get('features') or []))} | "
+            f"{_md(v.get('n', '–'))} | "
             + " | ".join(_fmt(v.get(k)) for k in ("roc_auc", "pr_auc", "log_loss", "eer",
                                                   "balanced_accuracy", "f1", "fpr", "fnr"))
             + f" | {c.get('tn', '–')}/{c.get('fp', '–')}/{c.get('fn', '–')}/"
@@ -652,7 +671,8 @@ def _markdown(record: dict[str, Any], reports: list[dict[str, Any]], figs: _Figu
     if datasets:
         lines += ["", "## Cross-dataset (video ROC-AUC, all items of each dataset)", "",
                   "| head · features | " + " | ".join(
-                      f"{d}{' (in-domain)' if domain[d] else ''}" for d in datasets) + " |",
+                      f"{_md(d)}{' (in-domain)' if domain[d] else ''}" for d in datasets)
+                  + " |",
                   "|---|" + "---:|" * len(datasets)]
         for r, cells in zip(reports, tables):
             row = []
@@ -661,30 +681,30 @@ def _markdown(record: dict[str, Any], reports: list[dict[str, Any]], figs: _Figu
                 row.append("–" if cell is None else
                            f"{_fmt((cell.get('video') or {}).get('roc_auc'))} "
                            f"({cell.get('real', 0)}r/{cell.get('fake', 0)}f)")
-            lines.append(f"| {_label(r)} | " + " | ".join(row) + " |")
+            lines.append(f"| {_md(_label(r))} | " + " | ".join(row) + " |")
     excluded, failures = _failures(record)
     statuses = _grouped([f for _, f in failures], lambda f: str(f.get("status", "")))
     lines += ["", "## Failures", "",
               f"- selected items with no score: {len(excluded)}",
               f"- cache failures: {len(failures)}"
-              + (" (" + ", ".join(f"{k}: {len(v)}" for k, v in statuses.items()) + ")"
+              + (" (" + ", ".join(f"{_md(k)}: {len(v)}" for k, v in statuses.items()) + ")"
                  if statuses else "")]
     cache = record.get("cache") or {}
     env = record.get("environment") or {}
     versions = env.get("versions") or {}
     protocol = record.get("protocol") or {}
     lines += ["", "## Provenance", "",
-              (f"- cache: `{cache.get('path', '')}` ({cache.get('items', '?')} items, "
-               f"by dataset {json.dumps(cache.get('by_dataset', {}))})"),
-              (f"- features: {', '.join(record.get('feature_configs') or {}) or '–'}; "
-               f"extractor: {json.dumps(record.get('extractor_config') or {})}"),
-              f"- protocol: {json.dumps(protocol)}",
-              f"- aggregation: {json.dumps(record.get('aggregation'))}",
-              (f"- machine: {env.get('platform', '?')}, {env.get('cpu', '?')}, "
-               f"{env.get('cores', '?')} cores, {env.get('memory_gb', '?')} GB"),
-              "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), "",
+              (f"- cache: {_md_code(cache.get('path', ''))} ({_md(cache.get('items', '?'))} "
+               f"items, by dataset {_md_code(json.dumps(cache.get('by_dataset', {})))})"),
+              (f"- features: {_md(', '.join(record.get('feature_configs') or {}) or '–')}; "
+               f"extractor: {_md_code(json.dumps(record.get('extractor_config') or {}))}"),
+              f"- protocol: {_md_code(json.dumps(protocol))}",
+              f"- aggregation: {_md_code(json.dumps(record.get('aggregation')))}",
+              (f"- machine: {_md(env.get('platform', '?'))}, {_md(env.get('cpu', '?'))}, "
+               f"{_md(env.get('cores', '?'))} cores, {_md(env.get('memory_gb', '?'))} GB"),
+              "- versions: " + ", ".join(f"{_md(k)} {_md(v)}" for k, v in versions.items()), "",
               "## Figures", ""]
-    lines += [f"![{name[:-4]}]({figs.path(name)})" for name in figs.files
+    lines += [f"![{_md(name[:-4])}](<{quote(figs.path(name))}>)" for name in figs.files
               if not name.startswith("timeline-") and not name.startswith("confusion-")]
     return "\n".join(lines) + "\n"
 
