@@ -58,6 +58,50 @@ def _print_json(data: object) -> None:
     sys.stdout.write(json.dumps(finite(data), indent=2, default=str, allow_nan=False) + "\n")
 
 
+ForceOpt = Annotated[bool, typer.Option(
+    "--force", help="Replace an existing output file even when it is of another kind (a "
+    "cache, a model, a video...). An output that is one of the inputs is refused anyway.")]
+
+
+def _check_outputs(outputs: list[tuple[Optional[Path], str, str]], inputs: list = (),
+                   force: bool = False) -> None:
+    """Refuse, before any work, the outputs (path, kind, option) that are inputs, existing
+    files of another kind (unless --force), twice the same file, or not writable."""
+    from fakeprobe.fileio import check_output
+
+    given = [(Path(p), kind, option) for p, kind, option in outputs if p is not None]
+    seen: dict[Path, str] = {}
+    for path, kind, option in given:
+        key = path.resolve()
+        if key in seen:
+            raise FakeprobeError(f"{option} and {seen[key]} name the same file {path}")
+        seen[key] = option
+        check_output(path, kind, inputs=[Path(i) for i in inputs if i is not None],
+                     force=force, option=option)
+
+
+def _note(message: str) -> None:
+    from rich.markup import escape as escape_markup
+
+    err.print(f"[yellow]note[/] {escape_markup(message)}", highlight=False, soft_wrap=True)
+
+
+def _interrupted_line(cache_path: Path) -> str:
+    """What an interrupted writer leaves: items in the cache, items only staged beside it."""
+    from fakeprobe.features.cache import CacheReader, staged_files, staging_dir
+
+    try:
+        with CacheReader(cache_path) as reader:
+            line = f"{cache_path} holds {reader.n_videos} committed item(s)"
+    except FakeprobeError:
+        line = f"no cache written at {cache_path} yet"
+    staged = len(staged_files(cache_path))
+    if staged:
+        line += (f"; {staged} finished item(s) are staged in {staging_dir(cache_path)}, not in "
+                 "the cache yet: the next run commits them")
+    return line + "; run the same command again to resume"
+
+
 def _backbones_and_weights(backbones: list[str], weights: list[str]
                            ) -> tuple[tuple[str, ...], dict[str, str]]:
     """``--backbone`` names and ``--weights`` files; ``-b NAME:PATH`` is ``-b NAME --weights
@@ -272,9 +316,14 @@ def extract(
         config = ExtractorConfig(**settings)
     except ValueError as exc:  # e.g. --min-face-score nan, which no range check catches
         raise typer.BadParameter(str(exc)) from None
+    from fakeprobe.features.cache import writer as cache_writer
+    from fakeprobe.fileio import check_output
+
+    check_output(out_path, "cache", inputs=inputs, force=False, option="--out")
     reporter = _ProgressReporter(err)
+    attrs = {"self_blend": blending.to_attr()} if blending else {}
     try:
-        with reporter:
+        with cache_writer(out_path, config, attrs, log=_note), reporter:
             summary = run_extract(
                 inputs, out_path, config, workers=workers, device=device,
                 batch_size=batch_size, weights=weight_files,
@@ -283,8 +332,7 @@ def extract(
                 self_blend=blending,
             )
     except KeyboardInterrupt:
-        err.print(f"[yellow]interrupted[/]: finished items are saved in {out_path}; run the "
-                  "same command again to resume")
+        err.print(f"[yellow]interrupted[/]: {_interrupted_line(out_path)}", highlight=False)
         raise typer.Exit(130) from None
     for problem in summary.problems:
         err.print(f"[yellow]note[/] {escape(problem)}", highlight=False)
@@ -323,6 +371,7 @@ def synth(
     show_config: Annotated[bool, typer.Option(
         "--show-config", help="Print the blend settings as JSON (a --blend-config file) and "
         "exit.")] = False,
+    force: ForceOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")
                        ] = False,
 ) -> None:
@@ -346,6 +395,10 @@ def synth(
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         raise FakeprobeError(f"no such file or folder: {', '.join(missing)}")
+    from fakeprobe.fileio import check_output_folder
+
+    check_output_folder(out_dir, inputs=inputs)
+    _check_outputs([(contact_sheet, "image", "--contact-sheet")], inputs, force)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     progress = Progress("[progress.description]{task.description}", BarColumn(),
@@ -404,8 +457,10 @@ def sample(
     """
     from dataclasses import asdict
 
+    from fakeprobe.fileio import check_output_folder
     from fakeprobe.synth.sample import make_sample
 
+    check_output_folder(out_dir)
     summary = make_sample(out_dir, clips_per_photo=clips, holdout_per_photo=holdout,
                           seed=seed, seconds=seconds,
                           progress=None if as_json else (lambda m: err.print(f"[dim]{m}[/]")))
@@ -630,6 +685,16 @@ def _protocol(cv, holdout, eval_cache, search, seed, smote=False, train_dataset=
                     train_fakes=train_fakes, score_self_blend=score_self_blend)
 
 
+def _run_outputs(save_run: Optional[Path], report_path: Optional[Path]) -> list:
+    """The outputs of --save-run and --report (the HTML, and its markdown beside it)."""
+    outputs = [(save_run, "run", "--save-run"), (report_path, "html", "--report")]
+    if report_path is not None:
+        from fakeprobe.evaluation.report import markdown_path
+
+        outputs.append((markdown_path(report_path), "markdown", "--report (its markdown)"))
+    return outputs
+
+
 def _write_run(kind, reports, cache, protocol, selection, aggregation, excluded, save_run,
                report_path) -> None:
     """--save-run and --report of fit and compare."""
@@ -702,10 +767,12 @@ def _fit_command(head: str):
         smote: SmoteOpt = False, train_dataset: TrainDatasetOpt = [],
         train_method: TrainMethodOpt = [], train_fakes: TrainFakesOpt = "all",
         score_self_blend: ScoreBlendOpt = False, save_run: SaveRunOpt = None,
-        report: ReportOpt = None, as_json: JsonOpt = False,
+        report: ReportOpt = None, force: ForceOpt = False, as_json: JsonOpt = False,
     ) -> None:
         from fakeprobe.classifiers.api import fit
 
+        _check_outputs([(out_path, "model", "--out"), *_run_outputs(save_run, report)],
+                       [cache, eval_cache], force)
         selection = _selection(dataset, method, exclude_dataset, exclude_method, exclude_group)
         aggregation = _aggregation(aggregate, smooth, window, alpha)
         protocol = _protocol(cv, holdout, eval_cache, search, seed, smote, train_dataset,
@@ -750,13 +817,14 @@ def compare(
     smote: SmoteOpt = False, train_dataset: TrainDatasetOpt = [],
     train_method: TrainMethodOpt = [], train_fakes: TrainFakesOpt = "all",
     score_self_blend: ScoreBlendOpt = False, save_run: SaveRunOpt = None,
-    report: ReportOpt = None, as_json: JsonOpt = False,
+    report: ReportOpt = None, force: ForceOpt = False, as_json: JsonOpt = False,
 ) -> None:
     """Every head on every feature set, on identical grouped folds: one table sorted by video
     ROC-AUC, with every metric and the fit/predict time and memory. With --train-dataset the
     same folds give in-domain and out-of-domain scores side by side."""
     from fakeprobe.classifiers.api import compare as run_compare
 
+    _check_outputs(_run_outputs(save_run, report), [cache, eval_cache], force)
     selection = _selection(dataset, method, exclude_dataset, exclude_method, exclude_group)
     aggregation = _aggregation(aggregate, smooth, window, alpha)
     protocol = _protocol(cv, holdout, eval_cache, search, seed, smote, train_dataset,
@@ -824,6 +892,7 @@ def predict(
         "temporary one).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Decoding threads.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Score new videos or images: the fake probability, the label at the model's threshold,
@@ -834,14 +903,18 @@ def predict(
 
     from fakeprobe.classifiers.api import predict as run_predict
 
+    _check_outputs([(csv_path, "csv", "--csv"), (timeline_csv, "csv", "--timeline-csv"),
+                    (cache, "cache", "--cache")], [model, *inputs], force)
     reporter = _ProgressReporter(err)
     with reporter:
         result = run_predict(model, inputs, cache_path=cache, workers=workers, device=device,
                              reporter=reporter)
     for warning in result.warnings:
         err.print(f"[yellow]version[/] {warning}")
+    from fakeprobe.fileio import atomic_path
+
     if csv_path:
-        with open(csv_path, "w", newline="") as handle:
+        with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as handle:
             writer = csvlib.writer(handle)
             writer.writerow(["id", "path", "status", "fake_probability", "label", "threshold",
                              "frames_used", "error"])
@@ -850,7 +923,7 @@ def predict(
                                  "" if p.score is None else f"{p.score:.6f}", p.label or "",
                                  f"{result.threshold:.6f}", p.frames_used, _csv_text(p.error)])
     if timeline_csv:
-        with open(timeline_csv, "w", newline="") as handle:
+        with atomic_path(timeline_csv) as tmp, open(tmp, "w", newline="") as handle:
             writer = csvlib.writer(handle)
             writer.writerow(["id", "frame", "time", "track", "fake_probability"])
             for p in result.predictions:
@@ -921,7 +994,9 @@ def explain(
     otherwise the frames are re-read from the items' paths. The model file is a pickle: load
     only models you trust."""
     from fakeprobe.evaluation.explain import explain_items
+    from fakeprobe.fileio import check_output_folder
 
+    check_output_folder(out_dir, inputs=[model, cache])
     if fill not in ("blur", "grey"):
         raise typer.BadParameter("use blur or grey", param_hint="--fill")
     if space not in ("logit", "proba"):
@@ -1001,6 +1076,7 @@ def report(
     cache: Annotated[Optional[Path], typer.Option(
         "--cache", exists=True, dir_okay=False, help="The cache to explain items of (default: "
         "the one the run was made on).")] = None,
+    force: ForceOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the written paths as JSON.")
                        ] = False,
 ) -> None:
@@ -1013,6 +1089,11 @@ def report(
     from fakeprobe.evaluation.report import write_report
     from fakeprobe.evaluation.runs import load_run
 
+    from fakeprobe.evaluation.report import markdown_path
+
+    _check_outputs([(out_path, "html", "--out"),
+                    (markdown_path(out_path), "markdown", "--out (its markdown)")],
+                   [run, model, cache], force)
     record = load_run(run)
     explanations = []
     if explain:
@@ -1084,6 +1165,7 @@ def finetune(
         "adds no detail).")] = False,
     restart: Annotated[bool, typer.Option(
         "--restart", help="Discard OUT.ckpt/ and start from the ImageNet weights.")] = False,
+    force: ForceOpt = False,
     seed: SeedOpt = 0,
     device: Annotated[str, typer.Option(
         help="auto (GPU when present, then with mixed float16), cpu or gpu.")] = "auto",
@@ -1099,6 +1181,7 @@ def finetune(
     from fakeprobe.extractor.finetune import AugmentConfig, FinetuneConfig
     from fakeprobe.extractor.finetune import finetune as run_finetune
 
+    _check_outputs([(out_path, "keras", "--out")], [cache], force)
     steps = [s.strip() for s in augment.split(",") if s.strip() and s.strip() != "none"]
     try:
         augmentation = AugmentConfig.only(steps)
@@ -1211,11 +1294,13 @@ def derive(
     names = ([LANDMARKS] if landmarks else []) + [f"{b}{TEMPORAL_SUFFIX}" for b in temporal]
     if not names:
         raise FakeprobeError("nothing to derive: give --landmarks and/or --temporal BASE")
+    from fakeprobe.features.cache import writer as cache_writer
+
     try:
-        summary = run_derive(cache, names)
+        with cache_writer(cache, log=_note):
+            summary = run_derive(cache, names)
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: finished items are saved; run the same command "
-                  "again to resume")
+        err.print(f"[yellow]interrupted[/]: {_interrupted_line(cache)}", highlight=False)
         raise typer.Exit(130) from None
     if as_json:
         _print_json(summary.to_dict())

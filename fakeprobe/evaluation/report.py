@@ -770,6 +770,13 @@ def render(record: dict[str, Any], *, figures_folder: str, timelines: int = 6,
     return page, _markdown(record, reports, figs), figs.files
 
 
+def markdown_path(out_html: Path | str) -> Path:
+    """Where the markdown summary of the report ``out_html`` goes: beside it, stem ``.md``."""
+    out_html = Path(out_html)
+    markdown = out_html.with_suffix(".md")
+    return out_html.with_name(out_html.name + ".md") if markdown == out_html else markdown
+
+
 def write_report(record: dict[str, Any], out_html: Path | str, *, timelines: int = 6,
                  explanations: Sequence[tuple[str, bytes]] = ()) -> Written:
     """Write ``out_html``, the markdown summary beside it (same stem, ``.md``) and every figure
@@ -777,9 +784,7 @@ def write_report(record: dict[str, Any], out_html: Path | str, *, timelines: int
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)
     folder = out_html.with_name(f"{out_html.stem}_files")
-    markdown = out_html.with_suffix(".md")
-    if markdown == out_html:
-        markdown = out_html.with_name(out_html.name + ".md")
+    markdown = markdown_path(out_html)
     page, summary, files = render(record, figures_folder=folder.name, timelines=timelines,
                                   explanations=explanations)
     _write_folder(folder, files)

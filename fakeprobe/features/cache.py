@@ -834,7 +834,7 @@ class CacheReader:
         except OSError as exc:
             raise CacheError(f"{self.path}: cannot read it ({exc.strerror or exc})") from None
         if signature != HDF5_SIGNATURE:
-            raise CacheCorrupt(f"{self.path}: cannot open it: not an HDF5 file, so not a "
+            raise CacheCorrupt(f"{self.path}: cannot open as HDF5: not an HDF5 file, so not a "
                                "fakeprobe cache")
         try:
             self._h5 = h5py.File(self.path, "r")
