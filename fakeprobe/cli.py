@@ -193,7 +193,7 @@ class _ProgressReporter:
         if message:
             self.failed += 1
             self.progress.console.print(f"[yellow]skip[/] {escape(item.id)}: {escape(message)}",
-                                        highlight=False)
+                                        highlight=False, soft_wrap=True)
         self.progress.advance(self.task)
         task = self.progress.tasks[self.task]
         speed = task.finished_speed or task.speed
@@ -335,10 +335,10 @@ def extract(
         err.print(f"[yellow]interrupted[/]: {_interrupted_line(out_path)}", highlight=False)
         raise typer.Exit(130) from None
     for problem in summary.problems:
-        err.print(f"[yellow]note[/] {escape(problem)}", highlight=False)
+        err.print(f"[yellow]note[/] {escape(problem)}", highlight=False, soft_wrap=True)
     for warning in summary.warnings:
         err.print(f"[yellow]warning[/] {escape(warning['id'])}: {escape(warning['warning'])}",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     if as_json:
         _print_json(summary.to_dict())
     else:

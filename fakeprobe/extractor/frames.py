@@ -298,9 +298,10 @@ def read_image(path: Path, max_pixels: int = 40_000_000) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as header:  # reads the header only
                 width, height = header.size
-    except Image.DecompressionBombError as exc:  # the header claims a giant image
-        raise MediaError(f"the image header claims a giant image ({exc}); over --max-pixels "
-                         f"({max_pixels / 1e6:.0f} Mpx)", status="too_large") from None
+    except Image.DecompressionBombError:  # the header claims a giant image
+        raise MediaError(f"the image header claims over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+                         f"Mpx, over the limit of {max_pixels / 1e6:.0f} Mpx (--max-pixels)",
+                         status="too_large") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise MediaError(f"cannot read as an image ({exc.__class__.__name__})") from None
     _check_size(width, height, max_pixels, "the image")
