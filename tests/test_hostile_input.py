@@ -535,3 +535,13 @@ def test_fuzz_dfdc_metadata_bytes(tmp_path, raw):
     folder.mkdir(exist_ok=True)
     (folder / "metadata.json").write_bytes(raw)
     discover([folder])
+
+
+def test_predict_scores_a_truncated_video_and_says_so(tmp_path, faststart, model_file):
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(damage(faststart.read_bytes(), "cut-50"))
+    table = tmp_path / "out.csv"
+    result = runner.invoke(app, ["predict", str(model_file), str(cut), "--csv", str(table)])
+    assert_clean(result, 0)
+    [row] = table.read_text().splitlines()[1:]
+    assert row.startswith("cut.mp4,") and "truncated or corrupt" in row

@@ -341,6 +341,7 @@ def predict(model_path: Path, inputs: Iterable[Path], *, cache_path: Path | None
         score = float(videos[i])
         predictions.append(Prediction(
             str(vid), str(everything["path"][k]), "ok", score,
-            "fake" if score >= model.threshold else "real", len(rows), timeline))
+            "fake" if score >= model.threshold else "real", len(rows), timeline,
+            str(everything["error"][k])))  # a caveat, e.g. a truncated video
     return PredictResult(str(model_path), model.threshold, predictions, usage.seconds,
                          check_versions(model))
