@@ -112,8 +112,14 @@ def parse_label(value: str | None) -> str | None:
         return None
     label = _LABEL_WORDS.get(str(value).strip().lower())
     if label is None:
-        raise ValueError(f"unknown label {value!r} (use real or fake)")
+        raise ValueError(f"unknown label {_short(value)} (use real or fake)")
     return label
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a hostile listing may hold megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def safe_text(text: str) -> str:
@@ -248,7 +254,7 @@ def _load_dfdc_metadata(folder: Path, problems: list[str]
         try:
             entries[name] = _dfdc_fields(name, entry)
         except ValueError as exc:
-            problems.append(f"{meta}: entry {safe_text(name)!r}: {exc}; skipped")
+            problems.append(f"{meta}: entry {_short(safe_text(name))}: {exc}; skipped")
             entries[name] = _BAD_ENTRY
     return entries
 
@@ -262,7 +268,7 @@ def _dfdc_fields(name: str, entry: object) -> tuple[str | None, str, str]:
     label = parse_label(entry.get("label"))
     original = entry.get("original") or name
     if not isinstance(original, str):
-        raise ValueError(f"'original' is {original!r}, not a file name")
+        raise ValueError(f"'original' is {_short(original)}, not a file name")
     stem = safe_text(Path(original).stem) or safe_text(original)
     return label, f"dfdc:{stem}", "dfdc_fake" if label == FAKE else "dfdc_real"
 
