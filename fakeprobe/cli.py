@@ -46,7 +46,7 @@ def _handles_errors(command):
         except FakeprobeError as exc:
             if os.environ.get("FAKEPROBE_DEBUG"):
                 raise
-            err.print(f"[red]error[/]: {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -480,7 +480,7 @@ def _failures_table(failures: list[dict[str, str]], title: str) -> Table:
     for column in ("id", "status", "error"):
         table.add_column(column)
     for failure in failures:
-        table.add_row(failure["id"], failure["status"], failure["error"])
+        table.add_row(escape(failure["id"]), failure["status"], escape(failure["error"]))
     return table
 
 
@@ -533,7 +533,7 @@ def info(
         table.add_column(key.split("_", 1)[1])
         table.add_column("items", justify="right")
         for name, count in summary[key].items():
-            table.add_row(name, str(count))
+            table.add_row(escape(str(name)), str(count))
         out.print(table)
     features = Table(title="feature sets")
     for column in ("name", "dim", "items done", "weights"):
@@ -748,7 +748,8 @@ def _metrics_table(reports, title: str) -> list[Table]:
 
 def _print_excluded(excluded) -> None:
     for entry in excluded:
-        err.print(f"[yellow]no score[/] {entry['id']}: {entry['reason']}", highlight=False,
+        err.print(f"[yellow]no score[/] {escape(entry['id'])}: {escape(entry['reason'])}",
+                  highlight=False,
                   soft_wrap=True)
 
 
@@ -940,10 +941,10 @@ def predict(
         table.add_column(column, justify="right" if column in ("fake probability", "frames")
                          else "left")
     for p in result.predictions:
-        table.add_row(p.id, "-" if p.score is None else f"{p.score:.3f}",
+        table.add_row(escape(p.id), "-" if p.score is None else f"{p.score:.3f}",
                       (f"[red]{p.label}[/]" if p.label == "fake" else p.label) or "-",
                       str(p.frames_used), _sparkline([t["score"] for t in p.timeline]),
-                      p.error or ("" if p.status == "ok" else p.status))
+                      escape(p.error) or ("" if p.status == "ok" else p.status))
     out.print(table)
 
 
@@ -1010,7 +1011,8 @@ def explain(
     for warning in dict.fromkeys(w for item in result.items for w in item.warnings):
         err.print(f"[yellow]warning[/] {warning}", highlight=False)
     for failure in result.failures:
-        err.print(f"[yellow]skip[/] {failure['id']}: {failure['error']}", highlight=False,
+        err.print(f"[yellow]skip[/] {escape(failure['id'])}: {escape(failure['error'])}",
+                  highlight=False,
                   soft_wrap=True)
     if as_json:
         _print_json(result.to_dict())
@@ -1021,7 +1023,7 @@ def explain(
         table.add_column(column, justify="right" if column in ("score", "s") else "left")
     for item in result.items:
         top = item.top_frames
-        table.add_row(item.id, f"{item.score:.3f}", item.label, item.true_label or "-",
+        table.add_row(escape(item.id), f"{item.score:.3f}", item.label, item.true_label or "-",
                       ", ".join(f"{f.frame_index}: {f.score:.2f}" for f in top),
                       ", ".join(r["region"] for r in top[0].regions) or "-",
                       f"{item.seconds:.1f}")

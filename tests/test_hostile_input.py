@@ -545,3 +545,24 @@ def test_predict_scores_a_truncated_video_and_says_so(tmp_path, faststart, model
     assert_clean(result, 0)
     [row] = table.read_text().splitlines()[1:]
     assert row.startswith("cut.mp4,") and "truncated or corrupt" in row
+
+
+def test_names_that_look_like_terminal_markup_are_printed_as_they_are(tmp_path, model_file):
+    folder = tmp_path / "in" / "real"
+    folder.mkdir(parents=True)
+    (folder / "[").mkdir()  # the id "in/real/[/]ok.mp4" holds a closing markup tag
+    write_video(folder / "[" / "]ok.mp4", n_frames=6)
+    (folder / "[bold]broken.mp4").write_text("not a video")
+    cache = tmp_path / "c.h5"
+    result = runner.invoke(app, ["extract", str(tmp_path / "in"), "--out", str(cache), *STUBS])
+    assert_clean(result, 0)
+    assert "[bold]broken.mp4" in result.output  # the skip line and the failures table
+    info = runner.invoke(app, ["info", str(cache)])
+    assert_clean(info, 0)
+    assert "[bold]broken.mp4" in info.output
+    scored = runner.invoke(app, ["predict", str(model_file), str(tmp_path / "in")])
+    assert_clean(scored, 0)
+    assert "[/]ok.mp4" in scored.output and "[bold]broken.mp4" in scored.output
+    missing = runner.invoke(app, ["extract", str(tmp_path / "in" / "[red]absent.csv"),
+                                  "--out", str(cache), *STUBS])
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
