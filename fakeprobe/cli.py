@@ -514,9 +514,15 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Counts per label, dataset, method and status, the feature sets and the extractor config."""
-    from fakeprobe.features.cache import summarize
+    from fakeprobe.features.cache import READ_STATUSES, CacheReader, summarize
 
     summary = summarize(cache)
+    with CacheReader(cache) as reader:  # items read with a caveat, e.g. a truncated video
+        videos = reader.videos()
+    summary["warnings"] = [
+        {"id": str(vid), "status": str(status), "error": str(error)}
+        for vid, status, error in zip(videos["id"], videos["status"], videos["error"])
+        if status in READ_STATUSES and error]
     if as_json:
         _print_json(summary)
         return
@@ -551,6 +557,9 @@ def info(
     if summary["failures"]:
         out.print(_failures_table(summary["failures"],
                                   f"failures ({len(summary['failures'])})"))
+    if summary["warnings"]:
+        out.print(_failures_table(summary["warnings"], f"read with a caveat "
+                                  f"({len(summary['warnings'])}): their frames are used"))
 
 
 @app.command()

@@ -377,6 +377,11 @@ def test_a_truncated_video_is_kept_with_a_warning_line_and_an_error_text(tmp_pat
     assert stored["in/fake/cut.mp4"][0] in ("ok", "no_face")
     assert stored["in/fake/cut.mp4"][1].startswith("truncated or corrupt")
     assert stored["in/fake/whole.mp4"][1] == ""
+    info = runner.invoke(app, ["info", str(cache), "--json"])
+    assert_clean(info, 0)
+    assert [w["id"] for w in json.loads(info.stdout)["warnings"]] == ["in/fake/cut.mp4"]
+    table = runner.invoke(app, ["info", str(cache)])
+    assert "read with a caveat (1)" in table.output and "in/fake/cut.mp4" in table.output
 
 
 # --- item 12: tiny caches under cross-validation, option ranges -----------------------------
