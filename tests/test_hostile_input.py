@@ -406,6 +406,21 @@ def test_two_fold_cv_on_a_six_video_cache(six_video_cache, command):
     assert_clean(result, 0)
 
 
+def test_a_class_of_one_item_cannot_be_cross_validated(tmp_path):
+    for label, count in (("real", 1), ("fake", 3)):
+        (tmp_path / "in" / label).mkdir(parents=True)
+        for k in range(count):
+            write_video(tmp_path / "in" / label / f"v{k}.mp4", n_frames=6, seed=k)
+    cache = tmp_path / "c.h5"
+    assert runner.invoke(app, ["extract", str(tmp_path / "in"), "--out", str(cache),
+                               *STUBS]).exit_code == 0
+    for command in (["fit-svm", "--cv", "2"], ["compare", "--holdout", "0.5"]):
+        result = runner.invoke(app, [command[0], str(cache), *command[1:]])
+        assert_clean(result, 1)
+        assert "needs at least 2 real and 2 fake items; the selection has 1 real and 3 fake" \
+            in " ".join(result.output.split())
+
+
 @pytest.mark.parametrize("option,value,message", [
     ("--min-face-score", "nan", "min_face_score must be a number"),
     ("--min-face-score", "-1", "between 0 and 1"),

@@ -121,6 +121,13 @@ def grouped_folds(data: FrameData, n_splits: int = 5, random_state: int = 0
     if len(np.unique(labels[labels >= 0])) < 2:
         raise FakeprobeError("the selection holds a single class: a detector needs real and "
                              "fake items")
+    counts = np.bincount(labels[labels >= 0], minlength=2)
+    if counts.min() < 2:  # a class alone in one fold leaves a training part without it
+        raise FakeprobeError(
+            f"a grouped split (--cv, --holdout) needs at least 2 real and 2 fake items; the "
+            f"selection "
+            f"has {counts[0]} real and {counts[1]} fake: add items, or train here and test on "
+            "another cache (--eval)")
     # every fold needs a member of each class
     n_splits = max(2, min(n_splits, n_groups, _smallest_class(labels)))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
