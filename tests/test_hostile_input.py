@@ -106,6 +106,28 @@ def test_non_utf8_names_extract_and_rerun(tmp_path, source):
     assert stored["in/real/img\\xfe.png"][0] == "ok"
 
 
+def test_an_os_error_naming_a_non_utf8_file_is_recorded(tmp_path, monkeypatch, stub_config):
+    from fakeprobe.extractor import pipeline
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bytes_name(folder, b"bad\xff.mp4", write_video(tmp_path / "v.mp4", n_frames=6))
+    write_video(folder / "good.mp4", n_frames=6)
+    real_read = pipeline.read_media
+
+    def refuse_bad(path, *args, **kwargs):
+        if "bad" in path.name:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "read_media", refuse_bad)
+    summary = pipeline.extract([folder], tmp_path / "c.h5", stub_config)
+    assert summary.extracted == 1 and summary.failed == 1
+    stored = records(tmp_path / "c.h5")
+    status, error = stored["in/bad\\xff.mp4"]
+    assert status == "decode_error" and "Permission denied" in error
+
+
 def test_safe_text_keeps_names_apart_and_printable():
     assert safe_text(os.fsdecode(b"a\xff.mp4")) == "a\\xff.mp4"
     assert safe_text("d\u00e9j\u00e0.mp4") == "d\u00e9j\u00e0.mp4"  # real UTF-8 is untouched

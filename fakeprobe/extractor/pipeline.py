@@ -440,16 +440,16 @@ class Extractor:
         reporter.start(sum(1 + (twin is not None) for _, _, _, twin in plan))
 
         def record_failure(item: MediaItem, error: MediaError) -> None:
+            message = safe_text(str(error))  # an error's text may carry a name's raw bytes
             record = fcache.VideoRecord(
                 id=item.id, path=safe_text(str(item.path)), kind=item.kind, label=item.label,
                 group=item.group, dataset=item.dataset, method=item.method,
-                status=error.status, error=str(error))
+                status=error.status, error=message)
             fcache.stage(cache_path, fcache.StagedItem(record=record))
             summary.failed += 1
-            summary.failures.append({"id": item.id, "status": error.status,
-                                     "error": str(error)})
-            log(f"{item.id}: {error}")
-            reporter.advance(item, error.status, str(error))
+            summary.failures.append({"id": item.id, "status": error.status, "error": message})
+            log(f"{item.id}: {message}")
+            reporter.advance(item, error.status, message)
 
         def finish(batch: list[Prepared]) -> None:
             for prepared, features in zip(batch, self._embed(batch, seconds)):
