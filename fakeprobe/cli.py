@@ -319,7 +319,7 @@ def extract(
     from fakeprobe.features.cache import writer as cache_writer
     from fakeprobe.fileio import check_output
 
-    check_output(out_path, "cache", inputs=inputs, force=False, option="--out")
+    check_output(out_path, "cache", inputs=inputs, force=None, option="--out")
     reporter = _ProgressReporter(err)
     attrs = {"self_blend": blending.to_attr()} if blending else {}
     try:

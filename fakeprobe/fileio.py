@@ -186,13 +186,14 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_output(path: Path | str, kind: str, *, inputs: Iterable[Path | str] = (),
-                 force: bool = False, option: str = "--out") -> Path:
+                 force: bool | None = False, option: str = "--out") -> Path:
     """Refuse an output path before any work is done; return it.
 
     Refused (:class:`OutputError`, one line): ``path`` is one of ``inputs`` (the same file, by
     any name); ``path`` is an existing folder; ``path`` is an existing file of another kind than
-    ``kind`` (see :data:`OUTPUT_KINDS`) and ``force`` is not set; its folder cannot be created
-    or written to; its name leaves no room for the temporary name it is written under.
+    ``kind`` (see :data:`OUTPUT_KINDS`) and ``force`` is not set (``None``: the command has no
+    ``--force``); its folder cannot be created or written to; its name leaves no room for the
+    temporary name it is written under.
     """
     path = Path(path)
     what, replaceable = OUTPUT_KINDS[kind]
@@ -211,8 +212,9 @@ def check_output(path: Path | str, kind: str, *, inputs: Iterable[Path | str] = 
             raise OutputError(f"{option} {path}: cannot read the existing file "
                               f"({exc.strerror or exc})") from None
         if found != "empty" and found not in replaceable:
+            hint = "" if force is None else ", or --force to replace it"
             raise OutputError(f"{option} {path} exists and is {_KIND_NAMES[found]}, not "
-                              f"{what}; give another path, or --force to replace it")
+                              f"{what}; give another path{hint}")
     check_writable(path, option=option)
     return path
 

@@ -153,14 +153,18 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path, lock_hol
     assert not fcache.lock_path(cache).exists()
 
 
-def test_extract_is_refused_with_one_line_while_another_writes(media_tree, tmp_path,
-                                                              lock_holder):
+def test_extract_and_derive_are_refused_with_one_line_while_another_writes(
+        media_tree, tmp_path, lock_holder):
     cache = tmp_path / "c.h5"
+    assert runner.invoke(app, ["extract", str(media_tree), "--out", str(cache), *STUBS,
+                               "--frames", "4"]).exit_code == 0
+    before = cache.read_bytes()
     holder = lock_holder(cache)
-    line = one_line_error(runner.invoke(app, ["extract", str(media_tree), "--out", str(cache),
-                                              *STUBS]))
-    assert f"pid {holder.pid}" in line and "being written by another fakeprobe" in line
-    assert not cache.exists()
+    for command in (["extract", str(media_tree), "--out", str(cache), "-b", "test-grey"],
+                    ["derive", str(cache), "--landmarks"]):
+        line = one_line_error(runner.invoke(app, command))
+        assert f"pid {holder.pid}" in line and "being written by another fakeprobe" in line
+    assert cache.read_bytes() == before
 
 
 def test_a_staged_file_of_a_live_writer_is_never_removed(tmp_path):
@@ -506,9 +510,12 @@ def test_an_existing_file_of_another_kind_is_refused_unless_force(world, tmp_pat
     before = world[victim].read_bytes()
     args = [part.format(**world) for part in command.split()]
     line = one_line_error(runner.invoke(app, args))
-    assert f"exists and is {found}" in line and "--force" in line
+    assert f"exists and is {found}" in line
     assert world[victim].read_bytes() == before
-    if "extract" not in command:  # extract never replaces a file that is not a cache
+    if "extract" in command:  # extract never replaces a file that is not a cache
+        assert "--force" not in line
+    else:
+        assert "--force" in line
         forced = runner.invoke(app, [*args, "--force"])
         assert forced.exit_code == 0, forced.output
 
@@ -566,6 +573,23 @@ def test_disk_full_during_a_commit_keeps_the_cache_and_the_staged_items(tmp_path
     monkeypatch.undo()
     assert cache.read_bytes() == before and len(fcache.staged_files(cache)) == 1
     assert fcache.commit(cache, config) == 1
+
+
+def test_disk_full_while_extracting_is_one_line_and_keeps_the_cache(media_tree, tmp_path,
+                                                                   monkeypatch):
+    cache = tmp_path / "c.h5"
+    assert runner.invoke(app, ["extract", str(media_tree / "real"), "--out", str(cache),
+                               *STUBS, "--frames", "4"]).exit_code == 0
+    before = cache.read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fcache.np, "savez", full)
+    line = one_line_error(runner.invoke(app, ["extract", str(media_tree), "--out", str(cache),
+                                              *STUBS]))
+    assert "No space left on device" in line and "cache is left as it was" in line
+    assert cache.read_bytes() == before
 
 
 def test_fit_onto_a_read_only_folder_fails_before_fitting(world, tmp_path, monkeypatch):

@@ -63,9 +63,9 @@ import numpy as np
 
 from fakeprobe import __version__
 from fakeprobe.errors import (CacheCorrupt, CacheError, CacheLocked, ConfigMismatch,
-                              SchemaMismatch)
+                              OutputError, SchemaMismatch)
 from fakeprobe.extractor.config import ROW_FIELDS, ExtractorConfig
-from fakeprobe.fileio import HDF5_SIGNATURE, atomic_path, temporary_name
+from fakeprobe.fileio import HDF5_SIGNATURE, WRITE_ERRNOS, atomic_path
 
 SCHEMA_VERSION = 1
 LABEL_CODES = {"real": 0, "fake": 1, None: -1}
@@ -178,7 +178,7 @@ _SESSIONS_LOCK = threading.Lock()
 
 
 def _key(cache_path: Path) -> str:
-    return str(Path(os.path.abspath(cache_path)))
+    return os.path.realpath(cache_path)
 
 
 def _log_stderr(message: str) -> None:
@@ -356,9 +356,13 @@ def stage(cache_path: Path, item: StagedItem) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            raise OutputError(f"{folder}: cannot stage {item.record.id} ({exc.strerror or exc}); "
+                              f"the cache is left as it was and the items staged before are "
+                              "kept") from None
         raise
     return final
 
@@ -710,6 +714,13 @@ def commit(cache_path: Path, config: ExtractorConfig,
         with _interrupts_deferred():
             return _commit(cache_path, config, feature_configs, attrs or {},
                            _session(cache_path).log)
+    except OutputError as exc:
+        raise OutputError(f"{exc}; the staged items are kept in {staging_dir(cache_path)}"
+                          ) from None
+    except OSError as exc:  # HDF5 reports a failed write (a full disk) without an errno
+        raise CacheError(f"{cache_path}: the commit failed ({exc}); the cache is left as it "
+                         f"was and the staged items are kept in {staging_dir(cache_path)}"
+                         ) from None
     finally:
         lock.__exit__(None, None, None)
 
