@@ -463,6 +463,16 @@ def test_extract_options_out_of_range_are_refused(media_tree, tmp_path, option, 
     assert not (tmp_path / "c.h5").exists()
 
 
+@pytest.mark.parametrize("stored", [[1, 2], {"frames": 10**12}, {"backbones": 5},
+                                    {"min_face_score": "high"}, {"fps": float("nan")}])
+def test_a_stored_config_out_of_range_is_a_typed_error(stored):
+    from fakeprobe.extractor.config import InvalidConfig
+
+    with pytest.raises(InvalidConfig) as caught:  # a FakeprobeError: one line in the CLI
+        ExtractorConfig.from_dict(stored)
+    assert isinstance(caught.value, FakeprobeError) and isinstance(caught.value, ValueError)
+
+
 def test_dlib_scores_are_not_probabilities():
     assert ExtractorConfig(detector="dlib-hog", min_face_score=-0.5).min_face_score == -0.5
     with pytest.raises(ValueError, match="between 0 and 1"):

