@@ -687,9 +687,10 @@ def test_a_model_file_carrying_a_malicious_pickle_is_refused_without_running_it(
         fmodel.load_model(evil)
     with pytest.raises(fmodel.ModelIntegrityError, match=refusal):
         api.predict(evil, [tmp_path / "v.mp4"])
-    line = one_line_error(runner.invoke(app, ["evaluate", str(evil),
-                                              str(tmp_path / "synthetic.h5")]))
-    assert refusal.split(",")[0] in line
+    for command in (["evaluate", str(evil), str(tmp_path / "synthetic.h5")],
+                    ["predict", str(evil), str(tmp_path / "v.mp4")]):
+        line = one_line_error(runner.invoke(app, command))
+        assert refusal.split(",")[0] in line
     assert not marker.exists()
 
 

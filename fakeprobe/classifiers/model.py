@@ -236,8 +236,13 @@ def _read(archive: zipfile.ZipFile, member: str, path: Path) -> bytes:
         raise ModelIntegrityError(f"{path}: {member} unreadable ({exc})") from None
 
 
+#: Formats whose JSON (provenance, stored evaluation) is read; only MODEL_FORMAT's pipeline is.
+READABLE_FORMATS = (1, MODEL_FORMAT)
+
+
 def read_provenance(path: Path | str) -> dict[str, Any]:
-    """The provenance of a model file (nothing but JSON is read)."""
+    """The provenance of a model file (nothing but JSON is read, so a format-1 file's is read
+    too: ``fakeprobe report OLD.fpm`` still draws its stored evaluation)."""
     path = Path(path)
     try:
         with _open(path) as archive:
@@ -247,11 +252,7 @@ def read_provenance(path: Path | str) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ModelIntegrityError(f"{path}: not a fakeprobe model file (provenance.json "
                                   "holds no object)")
-    if meta.get("format") == 1:
-        raise ModelIntegrityError(
-            f"{path}: a model file of format 1, which holds a pickle (loading one runs code); "
-            "this fakeprobe reads only format 2 (data, no code): fit the model again")
-    if meta.get("format") != MODEL_FORMAT:
+    if meta.get("format") not in READABLE_FORMATS:
         raise ModelIntegrityError(f"{path}: model format {meta.get('format')!r}, this "
                                   f"fakeprobe reads format {MODEL_FORMAT}")
     return meta
@@ -300,6 +301,11 @@ def load_model(path: Path | str) -> Model:
     """Check and load a model file (sizes, JSON, checksum, then only trusted types)."""
     path = Path(path)
     meta = read_provenance(path)
+    if meta["format"] == 1:
+        raise ModelIntegrityError(
+            f"{path}: a model file of format 1, which holds a pickle (loading one runs code); "
+            f"this fakeprobe loads only format {MODEL_FORMAT} (data, no code): fit the model "
+            "again")
     with _open(path) as archive:
         try:
             payload = _read(archive, PIPELINE_MEMBER, path)
