@@ -236,7 +236,8 @@ def check_output_folder(folder: Path | str, *, inputs: Iterable[Path | str] = ()
 def check_writable(path: Path | str, *, option: str = "--out") -> None:
     """Raise :class:`OutputError` unless a file named ``path`` can be written: its name
     (with the temporary names written beside it) fits the file system, and a file can be
-    created in its folder (tried for real: permissions, read-only mounts and root all count)."""
+    created in its folder, or in the nearest existing folder above it (tried for real:
+    permissions, read-only mounts and root all count; the probe is removed at once)."""
     path = Path(path)
     folder = path.parent
     existing = folder
@@ -255,10 +256,9 @@ def check_writable(path: Path | str, *, option: str = "--out") -> None:
         raise OutputError(f"{option} {path}: the name is {length} bytes long; at most "
                           f"{limit - NAME_OVERHEAD} here (room is kept for the temporary "
                           "names it is written under)")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".fakeprobe-", suffix=".probe"):
+    try:  # in the folder, or in the nearest one that exists (nothing is created)
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".fakeprobe-", suffix=".probe"):
             pass
     except OSError as exc:
-        raise OutputError(f"{option} {path}: cannot write in {folder} "
+        raise OutputError(f"{option} {path}: cannot write in {existing} "
                           f"({exc.strerror or exc})") from None
