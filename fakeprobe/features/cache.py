@@ -254,8 +254,9 @@ def writer(cache_path: Path | str, config: ExtractorConfig | None = None,
         holder = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                   "command": shlex.join(sys.argv)[:500]}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode("utf-8"), 0)
+        with contextlib.suppress(OSError):  # a full disk: the lock holds all the same
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode("utf-8"), 0)
         session = _Session(fd, settings, log or _log_stderr)
         with _SESSIONS_LOCK:
             _SESSIONS[key] = session
@@ -725,6 +726,27 @@ def commit(cache_path: Path, config: ExtractorConfig,
         lock.__exit__(None, None, None)
 
 
+#: Room a commit keeps free beyond the cache and twice the staged items: a new cache's
+#: datasets take about 2 MB however few items it holds (chunks of 4096 rows).
+COMMIT_MARGIN_BYTES = 8 << 20
+
+
+def _check_free_space(cache_path: Path, files: list[Path]) -> None:
+    """Refuse a commit that would fill the disk: HDF5 does not recover from a failed write
+    (the process can crash at exit), so the room is checked first."""
+    try:
+        free = shutil.disk_usage(cache_path.parent).free
+        size = cache_path.stat().st_size if cache_path.exists() else 0
+        staged = sum(f.stat().st_size for f in files)
+    except OSError:
+        return
+    needed = size + 2 * staged + COMMIT_MARGIN_BYTES
+    if free < needed:
+        raise OutputError(f"{cache_path}: not enough free space to commit "
+                          f"({needed / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free); "
+                          f"the cache is left as it was")
+
+
 def _settings_differences(made: dict[str, Any], wanted: dict[str, Any],
                           record: VideoRecord) -> list[str]:
     rows_made, rows_wanted = made.get("rows", {}), wanted["rows"]
@@ -741,6 +763,7 @@ def _commit(cache_path: Path, config: ExtractorConfig,
     files = staged_files(cache_path)
     if not files:
         return 0
+    _check_free_space(cache_path, files)
     with atomic_path(cache_path) as tmp:
         if cache_path.exists():
             shutil.copyfile(cache_path, tmp)
