@@ -332,7 +332,8 @@ def extract(
                 self_blend=blending,
             )
     except KeyboardInterrupt:
-        err.print(f"[yellow]interrupted[/]: {_interrupted_line(out_path)}", highlight=False)
+        err.print(f"[yellow]interrupted[/]: {_interrupted_line(out_path)}", highlight=False,
+                  soft_wrap=True)
         raise typer.Exit(130) from None
     for problem in summary.problems:
         err.print(f"[yellow]note[/] {escape(problem)}", highlight=False, soft_wrap=True)
@@ -1311,7 +1312,8 @@ def derive(
         with cache_writer(cache, log=_note):
             summary = run_derive(cache, names)
     except KeyboardInterrupt:
-        err.print(f"[yellow]interrupted[/]: {_interrupted_line(cache)}", highlight=False)
+        err.print(f"[yellow]interrupted[/]: {_interrupted_line(cache)}", highlight=False,
+                  soft_wrap=True)
         raise typer.Exit(130) from None
     if as_json:
         _print_json(summary.to_dict())
