@@ -592,6 +592,21 @@ def test_disk_full_while_extracting_is_one_line_and_keeps_the_cache(media_tree, 
     assert cache.read_bytes() == before
 
 
+def test_a_commit_that_would_fill_the_disk_is_refused_first(tmp_path, monkeypatch):
+    cache = tmp_path / "c.h5"
+    config = ExtractorConfig(backbones=("a",))
+    stage_video(cache, "v1", 2)
+    fcache.commit(cache, config)
+    before = cache.read_bytes()
+    stage_video(cache, "v2", 2)
+    usage = fcache.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(fcache.shutil, "disk_usage",
+                        lambda path: usage._replace(free=cache.stat().st_size))
+    with pytest.raises(OutputError, match="not enough free space to commit"):
+        fcache.commit(cache, config)
+    assert cache.read_bytes() == before and len(fcache.staged_files(cache)) == 1
+
+
 def test_fit_onto_a_read_only_folder_fails_before_fitting(world, tmp_path, monkeypatch):
     from fakeprobe.classifiers import api as fapi
     from fakeprobe import fileio
@@ -691,6 +706,19 @@ def test_a_model_file_carrying_a_malicious_pickle_is_refused_without_running_it(
                     ["predict", str(evil), str(tmp_path / "v.mp4")]):
         line = one_line_error(runner.invoke(app, command))
         assert refusal.split(",")[0] in line
+    assert not marker.exists()
+
+
+def test_a_format_1_model_still_shows_its_json_but_never_loads(model_file, tmp_path):
+    marker = tmp_path / "ran.txt"
+    old = _model_with(tmp_path / "old.fpm", "pipeline.joblib", pickle.dumps(Trap(str(marker))),
+                      1, model_file)
+    with zipfile.ZipFile(old, "a") as archive, zipfile.ZipFile(model_file) as source:
+        archive.writestr("report.json", source.read("report.json"))
+    assert fmodel.read_provenance(old)["format"] == 1
+    assert fmodel.read_report(old)["head"] == "logreg"
+    with pytest.raises(fmodel.ModelIntegrityError, match="fit the model again"):
+        fmodel.load_model(old)
     assert not marker.exists()
 
 
