@@ -317,6 +317,14 @@ def test_a_garbage_staged_file_is_set_aside_and_never_blocks(tmp_path, kind):
         assert list(reader.videos()["id"]) == ["good"]
 
 
+def test_extract_into_a_folder_that_does_not_exist_yet(media_tree, tmp_path):
+    cache = tmp_path / "new" / "deeper" / "c.h5"
+    result = runner.invoke(app, ["extract", str(media_tree), "--out", str(cache), *STUBS,
+                                 "--frames", "4"])
+    assert result.exit_code == 0, result.output
+    assert fcache.summarize(cache)["items"] == 6 and not fcache.lock_path(cache).exists()
+
+
 def test_extract_goes_on_past_a_garbage_staged_file(media_tree, tmp_path):
     cache = tmp_path / "c.h5"
     fcache.staging_dir(cache).mkdir()

@@ -199,6 +199,7 @@ def _acquire(path: Path, cache_path: Path) -> int:
 
     while True:
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise CacheError(f"{cache_path}: cannot create its lock file {path.name} "
