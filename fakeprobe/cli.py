@@ -867,7 +867,7 @@ def evaluate(
 ) -> None:
     """Score a cache with a saved model at its threshold and print every metric.
 
-    The model file is a pickle: load only models you trust."""
+    Loading a model file runs no code from it (skops data, trusted types only)."""
     from fakeprobe.classifiers.api import evaluate as run_evaluate
 
     report, warnings = run_evaluate(model, cache, _selection(
@@ -1002,8 +1002,8 @@ def explain(
     in the image).
 
     Crops come from the cache (--keep-crops) when they are large enough for every backbone,
-    otherwise the frames are re-read from the items' paths. The model file is a pickle: load
-    only models you trust."""
+    otherwise the frames are re-read from the items' paths. Loading a model file runs no code
+    from it (skops data, trusted types only)."""
     from fakeprobe.evaluation.explain import explain_items
     from fakeprobe.fileio import check_output_folder
 
@@ -1097,7 +1097,7 @@ def report(
     thumbnails, failures and provenance. It opens offline (images inlined); a markdown summary
     and the PNGs are written beside it.
 
-    A model file is a pickle, but only its provenance and stored evaluation are read here."""
+    Of a model file, only its provenance and stored evaluation (JSON) are read here."""
     from fakeprobe.evaluation.report import write_report
     from fakeprobe.evaluation.runs import load_run
 

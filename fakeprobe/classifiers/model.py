@@ -14,7 +14,8 @@ imbalanced-learn's SMOTE pipeline). A file naming any other type is refused befo
 built. Before reading, the archive's declared sizes are checked against limits (a small zip that
 would inflate to gigabytes is refused without inflating it), the JSON is checked, then the
 pipeline's SHA-256 (corruption, careless edits; not a signature). Model files of format 1 held a
-pickle, which runs code when loaded: they are refused (fit the model again).
+pickle, which runs code when loaded: their JSON still reads, their pipeline never loads (fit
+the model again).
 """
 
 from __future__ import annotations
