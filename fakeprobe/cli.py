@@ -273,6 +273,11 @@ def extract(
     frame_folders: Annotated[bool, typer.Option(
         "--frame-folders", help="Read each leaf folder of images as one video (its frames).")
                              ] = False,
+    face_crops: Annotated[bool, typer.Option(
+        "--face-crops", help="Every still image is one face crop (face-crop data sets such "
+        "as dfdc_faces): the largest detected face is aligned on its landmarks, and an image "
+        "where none is found is taken as a tight face box, centred on the face template, "
+        "never dropped. Videos are unaffected. Stored in the cache's config.")] = False,
     workers: Annotated[int, typer.Option(min=1, help="Decoding/detection threads.")] = 2,
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per network batch.")] = 32,
     device: Annotated[str, typer.Option(help="auto (GPU when present), cpu or gpu.")] = "auto",
@@ -310,7 +315,7 @@ def extract(
     settings = dict(frames=frames, fps=fps, max_frames=max_frames, detector=detector,
                     detect_size=detect_size, min_face_score=min_face_score,
                     all_faces=all_faces, keep_crops=keep_crops, max_pixels=max_pixels,
-                    backbones=backbone_names)
+                    face_crops=face_crops, backbones=backbone_names)
     settings.update(_cache_settings(ctx, out_path, settings))
     try:
         config = ExtractorConfig(**settings)
@@ -568,8 +573,10 @@ def info(
 def components(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """List the detectors and backbones, and which can run on this machine."""
+    """List the detectors and backbones, and which can run on this machine; and the
+    detector bundled with fakeprobe (what `predict` uses with no --model)."""
     from fakeprobe.extractor.components import BACKBONES, DETECTORS
+    from fakeprobe.weights import bundled_model_info
 
     data = {}
     for kind, registry in (("detector", DETECTORS), ("backbone", BACKBONES)):
@@ -579,9 +586,18 @@ def components(
              "description": registry.entry(name).description}
             for name in registry.names()
         ]
+    data["bundled_model"] = bundled_model_info()
     if as_json:
         _print_json(data)
         return
+    bundled = data.pop("bundled_model")
+    if bundled.get("error"):
+        err.print(f"[yellow]bundled detector[/]: {escape(bundled['error'])}", highlight=False)
+    else:
+        out.print(f"bundled detector (predict with no --model): {escape(bundled['name'])}, "
+                  f"{bundled['head']} on {', '.join(bundled['features'])}, threshold "
+                  f"{bundled['threshold']:.3f}; model card: {escape(bundled['card'])}",
+                  highlight=False)
     for kind, entries in data.items():
         table = Table(title=f"{kind}s")
         for column in ("name", "available", "description"):
@@ -890,10 +906,17 @@ def _csv_text(value: str) -> str:
 @app.command()
 @_handles_errors
 def predict(
-    model: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
-                                          help="A model file from fit-*.")],
-    inputs: Annotated[list[Path], typer.Argument(exists=True, help="Videos, images, folders.",
-                                                 show_default=False)],
+    inputs: Annotated[list[Path], typer.Argument(
+        exists=True, help="Videos, images, folders. (The older form `predict MODEL "
+        "INPUT...` still works: a first argument that is a model file is taken as --model.)",
+        show_default=False)],
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", "-m", exists=True, dir_okay=False,
+        help="A model file from fit-* (default: the detector bundled with fakeprobe, a "
+        "logistic regression on the shipped `forensic` encoder).")] = None,
+    face_crops: Annotated[bool, typer.Option(
+        "--face-crops", help="The images are face crops: one face each, centred on the face "
+        "template when the detector finds none (see `extract --face-crops`).")] = False,
     csv_path: Annotated[Optional[Path], typer.Option(
         "--csv", dir_okay=False, help="Also write one row per item to this CSV.")] = None,
     timeline_csv: Annotated[Optional[Path], typer.Option(
@@ -909,17 +932,33 @@ def predict(
     """Score new videos or images: the fake probability, the label at the model's threshold,
     the frames used and a per-frame timeline. Runs the extractor with the model's settings.
 
-    The model file is a pickle: load only models you trust."""
+    With no --model, the detector bundled with fakeprobe scores them (its name and threshold
+    are printed); `fakeprobe components` says what it was trained on."""
     import csv as csvlib
 
     from fakeprobe.classifiers.api import predict as run_predict
+    from fakeprobe.classifiers.model import read_provenance
 
+    def is_model_file(path: Path) -> bool:
+        try:
+            return path.is_file() and bool(read_provenance(path))
+        except FakeprobeError:
+            return False
+
+    if model is None and is_model_file(inputs[0]):
+        if len(inputs) == 1:
+            raise FakeprobeError(f"{inputs[0]} is a model file: name the videos or images "
+                                 "to score after it (or use --model)")
+        model, inputs = inputs[0], inputs[1:]
     _check_outputs([(csv_path, "csv", "--csv"), (timeline_csv, "csv", "--timeline-csv"),
                     (cache, "cache", "--cache")], [model, *inputs], force)
     reporter = _ProgressReporter(err)
     with reporter:
         result = run_predict(model, inputs, cache_path=cache, workers=workers, device=device,
-                             reporter=reporter)
+                             reporter=reporter, face_crops=face_crops)
+    if result.bundled:
+        err.print(f"[dim]scored by the bundled detector {result.model_name} (threshold "
+                  f"{result.threshold:.3f}); --model PATH uses your own[/]", highlight=False)
     for warning in result.warnings:
         err.print(f"[yellow]version[/] {warning}")
     from fakeprobe.fileio import atomic_path
@@ -946,7 +985,7 @@ def predict(
     if as_json:
         _print_json(result.to_dict())
         return
-    table = Table(title=f"predict with {model.name} (threshold {result.threshold:.3f})")
+    table = Table(title=f"predict with {result.model_name} (threshold {result.threshold:.3f})")
     for column in ("item", "fake probability", "label", "frames", "timeline", "note"):
         table.add_column(column, justify="right" if column in ("fake probability", "frames")
                          else "left")
@@ -1139,6 +1178,14 @@ def finetune(
                       ] = 10,
     batch_size: Annotated[int, typer.Option(min=2, help="Crops per training step.")] = 32,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-4,
+    schedule: Annotated[str, typer.Option(
+        help="Learning-rate schedule: constant, or cosine (linear warm-up over --warmup "
+        "epochs, then a half cosine down to lr/100 at the last epoch).")] = "constant",
+    warmup: Annotated[float, typer.Option(
+        min=0.0, help="Warm-up epochs of the cosine schedule.")] = 0.0,
+    clipnorm: Annotated[Optional[float], typer.Option(
+        min=0.0, help="Clip each weight's gradient to this norm (steadier at higher "
+        "learning rates).")] = None,
     val_fraction: Annotated[float, typer.Option(
         min=0.0, max=0.5, help="Share of the groups held out for validation (a fold of a "
         "stratified grouped K-fold, K = 1 / fraction; a fake and its source real stay on one "
@@ -1204,7 +1251,8 @@ def finetune(
         val_fraction=val_fraction, val_fold=val_fold, patience=patience, monitor=monitor,
         fakes=fakes, augment=augmentation, dropout=dropout, embedding_dim=embedding_dim,
         freeze_until=freeze_until, frames_per_item=frames_per_item,
-        allow_upsample=allow_upsample, seed=seed)
+        allow_upsample=allow_upsample, seed=seed, schedule=schedule, warmup=warmup,
+        clipnorm=clipnorm)
     reporter = _FinetuneReporter(err)
     try:
         with reporter:

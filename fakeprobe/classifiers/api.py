@@ -284,27 +284,39 @@ class PredictResult:
     predictions: list[Prediction]
     seconds: float
     warnings: list[str]
+    model_name: str = ""
+    bundled: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "threshold": self.threshold, "seconds": self.seconds,
+        return {"model": self.model, "model_name": self.model_name, "bundled": self.bundled,
+                "threshold": self.threshold, "seconds": self.seconds,
                 "warnings": self.warnings, "predictions": [asdict(p) for p in self.predictions]}
 
 
-def predict(model_path: Path, inputs: Iterable[Path], *, cache_path: Path | None = None,
-            workers: int = 2, device: str = "auto", reporter=None) -> PredictResult:
+def predict(model_path: Path | None, inputs: Iterable[Path], *,
+            cache_path: Path | None = None, workers: int = 2, device: str = "auto",
+            reporter=None, face_crops: bool = False) -> PredictResult:
     """Extract ``inputs`` with the model's extractor config, then score every item.
 
+    ``model_path`` ``None``: the detector bundled with fakeprobe
+    (:func:`fakeprobe.weights.bundled_model_path`, checked against its pinned SHA-256).
+    ``face_crops``: the images are face crops (see ``ExtractorConfig.face_crops``); a model
+    never imposes it, since a model trained on crops may score whole photos and videos.
     Items that could not be read, or show no face, get no score and say why.
     """
     from fakeprobe.extractor.pipeline import extract
+    from fakeprobe.weights import BUNDLED_MODEL_NAME, bundled_model_path
 
+    bundled = model_path is None
+    if bundled:
+        model_path = bundled_model_path()
     model = load_model(model_path)
     configs = model.provenance["feature_configs"]
     derived = tuple(f for f in model.features if "derived_from" in configs.get(f, {}))
     bases = {configs[f]["derived_from"] for f in derived} - {"frames"}
     backbones = tuple(dict.fromkeys([f for f in model.features if f not in derived]
                                     + sorted(bases)))
-    config = replace(model.extractor_config, backbones=backbones)
+    config = replace(model.extractor_config, backbones=backbones, face_crops=face_crops)
     with measure() as usage, tempfile.TemporaryDirectory(prefix="fakeprobe-") as tmp:
         cache = cache_path or Path(tmp) / "predict.h5"
         summary = extract(list(inputs), cache, config, workers=workers, device=device,
@@ -344,4 +356,5 @@ def predict(model_path: Path, inputs: Iterable[Path], *, cache_path: Path | None
             "fake" if score >= model.threshold else "real", len(rows), timeline,
             str(everything["error"][k])))  # a caveat, e.g. a truncated video
     return PredictResult(str(model_path), model.threshold, predictions, usage.seconds,
-                         check_versions(model))
+                         check_versions(model),
+                         BUNDLED_MODEL_NAME if bundled else Path(model_path).name, bundled)

@@ -84,6 +84,8 @@ MONITORS = ("auc", "video-auc", "loss")
 #: Largest input the bases were trained at; the default input size is the stored crop size,
 #: capped here.
 NATIVE_SIZE = 224
+#: Learning-rate schedules (:meth:`FinetuneConfig.learning_rate`).
+SCHEDULES = ("constant", "cosine")
 #: Settings that may change between a run and its resumption.
 RESUMABLE_FIELDS = ("epochs", "patience")
 STATE_FORMAT = 1
@@ -194,7 +196,9 @@ class FinetuneConfig:
     K-fold with ``K = round(1 / val_fraction)``; ``val_fold`` picks which); 0 trains on every
     group, with no early stopping, and keeps the last epoch. ``frames_per_item``: at most this
     many evenly spaced face rows per item (0: all). ``freeze_until``: the first N layers of the
-    base are not trained (-1: none of them).
+    base are not trained (-1: none of them). ``schedule``/``warmup``: see
+    :meth:`learning_rate`. ``clipnorm``: each weight's gradient is clipped to this norm (the
+    bases' BatchNorms are folded away, so a large step can throw the net off).
     """
 
     base: str = "mobilenet-v2"
@@ -215,6 +219,9 @@ class FinetuneConfig:
     allow_upsample: bool = False
     mixed_precision: str = "auto"  # auto (on a GPU only), on, off
     seed: int = 0
+    schedule: str = "constant"
+    warmup: float = 0.0
+    clipnorm: float | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -240,6 +247,26 @@ class FinetuneConfig:
         need(self.frames_per_item >= 0, "frames_per_item must be >= 0 (0: all)")
         need(self.mixed_precision in ("auto", "on", "off"),
              "mixed_precision must be auto, on or off")
+        need(self.schedule in SCHEDULES, f"schedule must be one of: {', '.join(SCHEDULES)}")
+        need(0.0 <= self.warmup <= self.epochs, "warmup must be between 0 and epochs")
+        need(self.clipnorm is None or self.clipnorm > 0, "clipnorm must be positive")
+
+    def learning_rate(self, progress: float) -> float:
+        """The learning rate after ``progress`` epochs (a float: batches count as fractions).
+
+        ``constant``: ``lr`` throughout. ``cosine``: a linear warm-up from ``lr / 10`` over the
+        first ``warmup`` epochs, then a half cosine from ``lr`` down to ``lr / 100`` at
+        ``epochs``: large steps early, small ones when early stopping is choosing an epoch, so
+        one bad batch late in training cannot throw the net far from where it was.
+        """
+        if self.schedule == "constant":
+            return self.lr
+        if progress < self.warmup:
+            return self.lr * (0.1 + 0.9 * progress / self.warmup)
+        span = max(self.epochs - self.warmup, 1e-9)
+        t = min(max((progress - self.warmup) / span, 0.0), 1.0)
+        floor = self.lr / 100
+        return floor + (self.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -703,6 +730,13 @@ def finetune(cache_path: Path | str, out_path: Path | str, config: FinetuneConfi
         shutil.rmtree(ckpt)
     if state_path.is_file():
         state = json.loads(state_path.read_text(encoding="utf-8"))
+        if isinstance(state.get("settings", {}).get("config"), dict):
+            # a setting added to fakeprobe after the checkpoint was written counts as its
+            # default there (the run it resumes could not have set it)
+            defaults = json.loads(json.dumps(_plain(FinetuneConfig().to_dict())))
+            state["settings"]["config"] = {
+                **{k: v for k, v in defaults.items() if k not in RESUMABLE_FIELDS},
+                **state["settings"]["config"]}
         if state.get("format") != STATE_FORMAT or state.get("settings") != settings:
             diff = _differences(state.get("settings", {}), settings)
             raise FinetuneError(
@@ -760,7 +794,8 @@ def finetune(cache_path: Path | str, out_path: Path | str, config: FinetuneConfi
             else:
                 keras.utils.set_random_seed(config.seed)
                 model = build_network(config.base, config.input_size, **net_kwargs)
-                model.compile(optimizer=keras.optimizers.Adam(config.lr),
+                model.compile(optimizer=keras.optimizers.Adam(config.lr,
+                                                              clipnorm=config.clipnorm),
                               loss="binary_crossentropy")
             if model is not None and "GPU" not in tf_device:
                 # XLA compiles MobileNetV2's training step on a CPU for a minute, then runs it
@@ -822,6 +857,9 @@ def finetune(cache_path: Path | str, out_path: Path | str, config: FinetuneConfi
                     if config.augment.active:
                         crops = config.augment.apply(crops, rng)
                     w = w_train[np.searchsorted(train_rows, rows)]
+                    if config.schedule != "constant":
+                        model.optimizer.learning_rate.assign(
+                            config.learning_rate(epoch - 1 + b / n_batches))
                     loss = model.train_on_batch(crops.astype(np.float32), y_row[rows],
                                                 sample_weight=w)
                     loss = float(np.asarray(loss).ravel()[0])

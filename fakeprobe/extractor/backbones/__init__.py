@@ -5,3 +5,4 @@ from fakeprobe.extractor.backbones import face_embedders  # noqa: F401  (sface, 
 from fakeprobe.extractor.backbones import spectrum  # noqa: F401  (spectrum)
 from fakeprobe.extractor.backbones import finetuned  # noqa: F401  (finetuned)
 from fakeprobe.extractor.backbones import artifacts  # noqa: F401  (cnn-stats, srm, face-context)
+from fakeprobe.extractor.backbones import forensic  # noqa: F401  (forensic: shipped encoder)

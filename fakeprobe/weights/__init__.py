@@ -1,0 +1,80 @@
+"""Weights and models that fakeprobe trains itself and ships inside the package.
+
+* ``forensic-v1.npz``: the ``forensic`` face encoder (see
+  :mod:`fakeprobe.extractor.backbones.forensic`), plain arrays read without pickle;
+* ``forensic-detector-v1.fpm``: the bundled detector, a head fitted on that encoder's features,
+  which ``fakeprobe predict`` uses when no ``--model`` is given;
+* ``FORENSIC_CARD.md``: the model card of both (data and its terms, recipe, measured numbers
+  with their commands, known limits).
+
+Each file's SHA-256 is pinned here or in the backbone's module and checked on every load, so a
+corrupt or replaced file is refused, never silently used.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from fakeprobe.errors import WeightsError
+
+#: The bundled detector's file and the name outputs give it.
+BUNDLED_MODEL_FILE = "forensic-detector-v1.fpm"
+BUNDLED_MODEL_NAME = "fakeprobe forensic-detector-v1 (logreg on forensic)"
+MODEL_CARD = "FORENSIC_CARD.md"
+#: ``sha256sum`` format: the SHA-256 of every shipped file, written by the recipe
+#: (``benchmarks/forensic_encoder.py --export``) with the files it measured.
+CHECKSUMS = "SHA256SUMS"
+
+
+def weights_dir() -> Path:
+    return Path(str(resources.files(__name__)))
+
+
+def pinned_sha256(name: str) -> str:
+    """The SHA-256 that :data:`CHECKSUMS` pins for the shipped file ``name``."""
+    path = weights_dir() / CHECKSUMS
+    try:
+        lines = path.read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"cannot read {path} ({exc}): reinstall fakeprobe") from None
+    for line in lines:
+        digest, _, file = line.strip().partition("  ")
+        if file == name:
+            return digest
+    raise WeightsError(f"{path} pins no checksum for {name}: reinstall fakeprobe")
+
+
+def verified(name: str, what: str) -> Path:
+    """The shipped file ``name`` after checking it against its pinned SHA-256."""
+    from fakeprobe.extractor.torch_reader import sha256_file
+
+    path = weights_dir() / name
+    if not path.is_file():
+        raise WeightsError(f"{what} is missing ({path}): reinstall fakeprobe")
+    expected, actual = pinned_sha256(name), sha256_file(path)
+    if actual != expected:
+        raise WeightsError(f"{what} {path} has SHA-256 {actual}, expected {expected}: the "
+                           "file is corrupt or was replaced; reinstall fakeprobe")
+    return path
+
+
+def bundled_model_path() -> Path:
+    """The bundled detector's model file, checked against its pinned SHA-256."""
+    return verified(BUNDLED_MODEL_FILE, "the bundled detector")
+
+
+def bundled_model_info() -> dict:
+    """What the bundled detector is (name, head, features, threshold, card), read from its
+    provenance without loading the pipeline; ``{"error": ...}`` when it cannot be used."""
+    from fakeprobe.classifiers.model import read_provenance
+    from fakeprobe.errors import FakeprobeError
+
+    try:
+        meta = read_provenance(bundled_model_path())
+    except FakeprobeError as exc:
+        return {"name": BUNDLED_MODEL_NAME, "error": str(exc)}
+    return {"name": BUNDLED_MODEL_NAME, "file": str(weights_dir() / BUNDLED_MODEL_FILE),
+            "head": meta.get("head"), "features": list(meta.get("features", [])),
+            "threshold": float(meta.get("threshold", float("nan"))),
+            "card": str(weights_dir() / MODEL_CARD)}
