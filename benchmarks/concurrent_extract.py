@@ -151,7 +151,10 @@ def main() -> None:
               file=sys.stderr, flush=True)
     held = sum(r["held"] for r in results)
     refused = sum("refused" in r["outcome"] for r in results)
-    result = {"benchmark": "concurrent_extract", "trials": args.trials, "held": held,
+    from fakeprobe.evaluation.runs import environment
+
+    result = {"benchmark": "concurrent_extract", "environment": environment(),
+              "trials": args.trials, "held": held,
               "one_refused": refused, "both_completed": sum(r["outcome"] == "real ok, fake ok"
                                                             for r in results),
               "config": {k: str(v) for k, v in vars(args).items()}, "results": results}
