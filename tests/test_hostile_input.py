@@ -618,3 +618,29 @@ def test_names_that_look_like_terminal_markup_are_printed_as_they_are(tmp_path, 
     missing = runner.invoke(app, ["extract", str(tmp_path / "in" / "[red]absent.csv"),
                                   "--out", str(cache), *STUBS])
     assert missing.exit_code == 2 and "Traceback" not in missing.output
+
+
+def test_a_failed_item_is_tried_again_on_the_next_run(tmp_path, stub_config):
+    """An unreadable file is cached with its failure, and extracted when a later run finds it
+    readable (a repaired or replaced file); a read item is never extracted twice."""
+    from fakeprobe.extractor.pipeline import extract
+    from fakeprobe.features.cache import CacheReader
+
+    folder = tmp_path / "in" / "real"
+    folder.mkdir(parents=True)
+    write_video(folder / "good.mp4", seed=1)
+    (folder / "broken.mp4").write_bytes(b"not a video at all" * 10)
+    cache = tmp_path / "c.h5"
+    first = extract([tmp_path / "in"], cache, stub_config)
+    assert (first.extracted, first.failed) == (1, 1)
+    with CacheReader(cache) as reader:
+        status = dict(zip(reader.videos()["id"], reader.videos()["status"]))
+    assert status["in/real/broken.mp4"] not in ("ok", "no_face")
+    write_video(folder / "broken.mp4", seed=2)  # repaired
+    second = extract([tmp_path / "in"], cache, stub_config)
+    assert (second.extracted, second.failed) == (1, 0)
+    with CacheReader(cache) as reader:
+        videos = reader.videos()
+        status = dict(zip(videos["id"], videos["status"]))
+        assert status == {"in/real/good.mp4": "ok", "in/real/broken.mp4": "ok"}
+        assert reader.n_videos == 2 and all(videos["row_count"] > 0)

@@ -400,7 +400,7 @@ class Extractor:
                                       if reader.has_crops else None)
         plan = []
         for item in items:
-            if item.id not in state or state[item.id][0] in fcache.RETRY_STATUSES:
+            if item.id not in state or fcache.retried(state[item.id][0]):
                 plan.append((item, wanted, None))
                 continue
             status, done = state[item.id]
@@ -417,8 +417,18 @@ class Extractor:
         """Extract every item of ``inputs`` not yet in ``cache_path``; return a summary.
 
         Failures are recorded in the cache and the summary; the run goes on. On Ctrl-C the
-        finished items are committed before ``KeyboardInterrupt`` propagates.
+        finished items are committed before ``KeyboardInterrupt`` propagates. The run holds
+        the cache's writer lock throughout (a second writer is refused at once), and what it
+        stages carries its settings (re-entrant: the CLI already holds it).
         """
+        attrs = {"self_blend": self.self_blend.to_attr()} if self.self_blend else {}
+        with fcache.writer(cache_path, self.config, attrs, log=log):
+            return self._run(inputs, cache_path, frame_folders=frame_folders,
+                             reporter=reporter, log=log)
+
+    def _run(self, inputs: Iterable[Path | str] | Discovery, cache_path: Path | str, *,
+             frame_folders: bool = False, reporter: Reporter | None = None,
+             log: Callable[[str], None] | None = None) -> ExtractSummary:
         cache_path = Path(cache_path)
         reporter = reporter or _Silent()
         log = log or (lambda message: None)

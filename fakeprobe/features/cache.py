@@ -72,8 +72,13 @@ LABEL_CODES = {"real": 0, "fake": 1, None: -1}
 LABEL_NAMES = {0: "real", 1: "fake", -1: ""}
 #: Statuses of items that were read; every other status is a failure with no rows.
 READ_STATUSES = ("ok", "no_face")
-#: Failures worth trying again on the next run (the file may have appeared).
-RETRY_STATUSES = ("missing",)
+#: Failures are tried again on every run: a file may have appeared, been repaired or replaced
+#: (a decode error is not a property of a path). A read item is never re-extracted.
+
+
+def retried(status: str) -> bool:
+    """Whether an item cached with ``status`` is extracted again by the next run."""
+    return status not in READ_STATUSES
 
 _STR = h5py.string_dtype("utf-8")
 _VIDEO_COLUMNS: dict[str, Any] = {
@@ -607,7 +612,7 @@ class _Merger:
     def _merge_video(self, item: StagedItem) -> bool:
         h5, record = self.h5, item.record
         existing = self.index.get(record.id)
-        if existing is not None and self.status[existing] not in RETRY_STATUSES:
+        if existing is not None and not retried(self.status[existing]):
             return False  # already cached: a repeat of committed work
         rows = item.rows if item.rows is not None else FrameRows.empty()
         columns = asdict(record)
