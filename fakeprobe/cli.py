@@ -21,7 +21,7 @@ from rich.table import Table
 
 from fakeprobe import __version__
 from fakeprobe.errors import FakeprobeError
-from fakeprobe.extractor.config import MAX_SAMPLED_FRAMES
+from fakeprobe.extractor.config import DEFAULT_BACKBONE, MAX_SAMPLED_FRAMES
 
 app = typer.Typer(
     name="fakeprobe",
@@ -260,7 +260,7 @@ def extract(
     backbone: Annotated[list[str], typer.Option(
         "--backbone", "-b", help="Feature set(s) to compute; repeat for several. See "
         "`fakeprobe components`. NAME:PATH also gives the weights file (-b "
-        "finetuned:NET.keras).")] = ["mobilenet-v2"],
+        "finetuned:NET.keras).")] = [DEFAULT_BACKBONE],
     weights: Annotated[list[str], typer.Option(
         help="Local weights for a backbone, as BACKBONE=PATH (for the keras.applications "
         "family offline).")] = [],
