@@ -564,13 +564,20 @@ def test_disk_full_while_saving_a_model_is_one_line_and_keeps_the_old_file(world
     assert not [p for p in world["model"].parent.iterdir() if ".tmp" in p.name]
 
 
-def test_disk_full_during_a_commit_keeps_the_cache_and_the_staged_items(tmp_path, monkeypatch):
+def one_committed_one_staged(tmp_path: Path) -> tuple[Path, ExtractorConfig, bytes]:
+    """A cache holding one committed item and one staged beside it, its config, and its bytes
+    before the second commit."""
     cache = tmp_path / "c.h5"
     config = ExtractorConfig(backbones=("a",))
     stage_video(cache, "v1", 2)
     fcache.commit(cache, config)
     before = cache.read_bytes()
     stage_video(cache, "v2", 2)
+    return cache, config, before
+
+
+def test_disk_full_during_a_commit_keeps_the_cache_and_the_staged_items(tmp_path, monkeypatch):
+    cache, config, before = one_committed_one_staged(tmp_path)
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -601,12 +608,7 @@ def test_disk_full_while_extracting_is_one_line_and_keeps_the_cache(media_tree, 
 
 
 def test_a_commit_that_would_fill_the_disk_is_refused_first(tmp_path, monkeypatch):
-    cache = tmp_path / "c.h5"
-    config = ExtractorConfig(backbones=("a",))
-    stage_video(cache, "v1", 2)
-    fcache.commit(cache, config)
-    before = cache.read_bytes()
-    stage_video(cache, "v2", 2)
+    cache, config, before = one_committed_one_staged(tmp_path)
     usage = fcache.shutil.disk_usage(tmp_path)
     monkeypatch.setattr(fcache.shutil, "disk_usage",
                         lambda path: usage._replace(free=cache.stat().st_size))
