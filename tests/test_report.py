@@ -132,7 +132,9 @@ def check_page(written, tmp_path: Path, min_images: int) -> _Sections:
     files = sorted(p.name for p in written.figures.glob("*.png"))
     assert sorted(img["data-file"] for img in page.all_images) == files
     markdown = written.markdown.read_text(encoding="utf-8")
-    for target in re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown):
+    targets = re.findall(r"!\[[^]]*\]\(<?([^)>]+)>?\)", markdown)
+    assert targets
+    for target in targets:  # CommonMark's <...> form keeps odd characters in a name safe
         assert (written.markdown.parent / target).is_file(), target
     assert "| head | features |" in markdown and "## Provenance" in markdown
     shot = screenshot(written.html, tmp_path)

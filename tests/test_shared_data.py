@@ -14,7 +14,7 @@ import pytest
 
 from conftest import write_video
 from fakeprobe.classifiers import api
-from fakeprobe.extractor.config import ExtractorConfig
+from fakeprobe.extractor.config import DEFAULT_BACKBONE, ExtractorConfig
 from fakeprobe.extractor.pipeline import extract
 from fakeprobe.features import cache as fcache
 
@@ -52,10 +52,11 @@ def small_cache(shared_data, tmp_path_factory) -> Path:
 def test_faces_are_found_in_ffpp_frames(small_cache):
     with fcache.CacheReader(small_cache) as cache:
         frames = cache.frames(("has_face", "box"))
-        feats = cache.features("mobilenet-v2")
+        feats = cache.features(DEFAULT_BACKBONE)
+        dim = cache.feature_sets[DEFAULT_BACKBONE]["dim"]
         crops = cache.crops(slice(0, cache.n_rows))
     assert frames["has_face"].mean() >= 0.95
-    assert feats.shape[1] == 1280 and np.isfinite(feats[frames["has_face"]]).all()
+    assert feats.shape[1] == dim == 128 and np.isfinite(feats[frames["has_face"]]).all()
     # a face crop is a face-sized bright-ish patch, not a black border
     assert crops[frames["has_face"]].mean() > 40
 
