@@ -1400,6 +1400,45 @@ def _main(
     """Tell deepfake videos and images from real ones."""
 
 
+@app.command()
+@_handles_errors
+def serve(
+    model: Annotated[Optional[list[Path]], typer.Option(
+        "--model", "-m", exists=True, dir_okay=False,
+        help="A model file to offer beside the bundled detector (repeatable).")] = None,
+    host: Annotated[str, typer.Option(
+        help="Address to listen on; any but 127.0.0.1/localhost/::1 needs a token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    token: Annotated[Optional[str], typer.Option(
+        envvar="FAKEPROBE_TOKEN", show_envvar=True,
+        help="Required on every request (Authorization: Bearer TOKEN).")] = None,
+    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest upload.")] = 500.0,
+    max_video_frames: Annotated[int, typer.Option(
+        min=1, help="Longest video accepted, in frames.")] = 54_000,
+    queue: Annotated[int, typer.Option(
+        "--queue", min=1, help="Jobs that may wait; more are answered 503.")] = 16,
+    batch: Annotated[int, typer.Option(
+        min=1, help="Waiting jobs scored together in one extraction run.")] = 4,
+    keep_jobs: Annotated[int, typer.Option(
+        min=1, help="Finished jobs whose results are kept.")] = 100,
+    workers: Annotated[int, typer.Option(min=1, help="Decoding threads.")] = 2,
+    device: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
+) -> None:
+    """Serve a web page and a REST API that score uploaded videos and images, with the
+    models and networks loaded once. The page is at http://HOST:PORT/, the API's description
+    at /docs."""
+    from fakeprobe.serve import ServeConfig, check_host, serve as run_server
+
+    check_host(host, token)
+    config = ServeConfig(models=list(model or []), token=token, max_upload_mb=max_upload_mb,
+                         max_video_frames=max_video_frames, max_queued=queue, batch_size=batch,
+                         keep_jobs=keep_jobs, workers=workers, device=device)
+    err.print(f"loading the models; then serving on http://{host}:{port}/ (Ctrl-C stops)",
+              highlight=False)
+    run_server(config, host=host, port=port)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

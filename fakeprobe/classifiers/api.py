@@ -303,58 +303,96 @@ def predict(model_path: Path | None, inputs: Iterable[Path], *,
     ``face_crops``: the images are face crops (see ``ExtractorConfig.face_crops``); a model
     never imposes it, since a model trained on crops may score whole photos and videos.
     Items that could not be read, or show no face, get no score and say why.
+    To predict many times with one model (a server), keep a :class:`Predictor`.
     """
-    from fakeprobe.extractor.pipeline import extract
-    from fakeprobe.weights import BUNDLED_MODEL_NAME, bundled_model_path
+    predictor = Predictor(model_path, workers=workers, device=device, face_crops=face_crops)
+    return predictor.predict(inputs, cache_path=cache_path, reporter=reporter)
 
-    bundled = model_path is None
-    if bundled:
-        model_path = bundled_model_path()
-    model = load_model(model_path)
-    configs = model.provenance["feature_configs"]
-    derived = tuple(f for f in model.features if "derived_from" in configs.get(f, {}))
-    bases = {configs[f]["derived_from"] for f in derived} - {"frames"}
-    backbones = tuple(dict.fromkeys([f for f in model.features if f not in derived]
-                                    + sorted(bases)))
-    config = replace(model.extractor_config, backbones=backbones, face_crops=face_crops)
-    with measure() as usage, tempfile.TemporaryDirectory(prefix="fakeprobe-") as tmp:
-        cache = cache_path or Path(tmp) / "predict.h5"
-        summary = extract(list(inputs), cache, config, workers=workers, device=device,
-                          reporter=reporter)
-        if not cache.exists():
-            raise FakeprobeError("no item could be read: " + "; ".join(
-                f"{f['id']}: {f['error']}" for f in summary.failures[:5]))
-        if derived:  # video-level sets computed from the rows, as at training
-            from fakeprobe.features.temporal import derive
 
-            derive(cache, derived)
-        model.check_cache(cache)
-        data = load_frames(cache, model.features, Selection(labelled_only=False))
-        with CacheReader(cache) as reader:
-            everything = reader.videos()
-        scores = fake_proba(model.pipeline, data.X) if len(data.X) else np.zeros(0)
-    videos = model.aggregation.video_scores(scores, data.video, data.frame_index, data.track,
-                                            data.n_videos)
-    position = {vid: i for i, vid in enumerate(data.videos["id"])}
-    predictions = []
-    for k, vid in enumerate(everything["id"]):
-        i = position.get(vid)
-        if i is None or np.isnan(videos[i]):
-            status = everything["status"][k]
+class Predictor:
+    """A model and its extractor, loaded once, that :meth:`predict` reuses call after call.
+
+    The backbones are built on the first call (or by :meth:`warm_up`) and kept, so a second
+    call pays no TensorFlow start-up; every call runs exactly what :func:`predict` runs, and
+    calls are serialized (one extraction at a time). ``keep_crops``: store aligned face crops
+    of that side in the cache (0: as the model's extractor config says); crops change no
+    score, they let a caller show the faces afterwards.
+    """
+
+    def __init__(self, model_path: Path | None = None, *, workers: int = 2,
+                 device: str = "auto", face_crops: bool = False, keep_crops: int = 0) -> None:
+        import threading
+
+        from fakeprobe.extractor.pipeline import Extractor
+        from fakeprobe.weights import BUNDLED_MODEL_NAME, bundled_model_path
+
+        self.bundled = model_path is None
+        self.model_path = Path(bundled_model_path() if self.bundled else model_path)
+        self.model_name = BUNDLED_MODEL_NAME if self.bundled else self.model_path.name
+        self.model = load_model(self.model_path)
+        configs = self.model.provenance["feature_configs"]
+        self.derived = tuple(f for f in self.model.features
+                             if "derived_from" in configs.get(f, {}))
+        bases = {configs[f]["derived_from"] for f in self.derived} - {"frames"}
+        backbones = tuple(dict.fromkeys([f for f in self.model.features if f not in self.derived]
+                                        + sorted(bases)))
+        config = replace(self.model.extractor_config, backbones=backbones, face_crops=face_crops)
+        if keep_crops:
+            config = replace(config, keep_crops=max(keep_crops, config.keep_crops))
+        self.config = config
+        self.extractor = Extractor(config, workers=workers, device=device)
+        self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        """Build the detector and backbones now and run each once (a server's start-up)."""
+        with self._lock:
+            self.extractor.warm_up()
+
+    def predict(self, inputs: Iterable[Path], *, cache_path: Path | None = None,
+                reporter=None) -> PredictResult:
+        """Extract and score ``inputs`` (see :func:`predict`)."""
+        with self._lock:
+            return self._predict(list(inputs), cache_path, reporter)
+
+    def _predict(self, inputs: list[Path], cache_path: Path | None, reporter) -> PredictResult:
+        model = self.model
+        with measure() as usage, tempfile.TemporaryDirectory(prefix="fakeprobe-") as tmp:
+            cache = Path(cache_path or Path(tmp) / "predict.h5")
+            summary = self.extractor.run(inputs, cache, reporter=reporter)
+            if not cache.exists():
+                raise FakeprobeError("no item could be read: " + "; ".join(
+                    f"{f['id']}: {f['error']}" for f in summary.failures[:5]))
+            if self.derived:  # video-level sets computed from the rows, as at training
+                from fakeprobe.features.temporal import derive
+
+                derive(cache, self.derived)
+            model.check_cache(cache)
+            data = load_frames(cache, model.features, Selection(labelled_only=False))
+            with CacheReader(cache) as reader:
+                everything = reader.videos()
+            scores = fake_proba(model.pipeline, data.X) if len(data.X) else np.zeros(0)
+        videos = model.aggregation.video_scores(scores, data.video, data.frame_index, data.track,
+                                                data.n_videos)
+        position = {vid: i for i, vid in enumerate(data.videos["id"])}
+        predictions = []
+        for k, vid in enumerate(everything["id"]):
+            i = position.get(vid)
+            if i is None or np.isnan(videos[i]):
+                status = everything["status"][k]
+                predictions.append(Prediction(
+                    str(vid), str(everything["path"][k]),
+                    status if status != "ok" else "no_score", None, None, 0, [],
+                    str(everything["error"][k]) or
+                    ("no face in any sampled frame" if status == "no_face" else "")))
+                continue
+            rows = np.flatnonzero(data.video == i)
+            rows = rows[np.lexsort((data.frame_index[rows], data.track[rows]))]
+            timeline = [{"frame": int(data.frame_index[r]), "time": float(data.timestamp[r]),
+                         "track": int(data.track[r]), "score": float(scores[r])} for r in rows]
+            score = float(videos[i])
             predictions.append(Prediction(
-                str(vid), str(everything["path"][k]), status if status != "ok" else "no_score",
-                None, None, 0, [], str(everything["error"][k]) or
-                ("no face in any sampled frame" if status == "no_face" else "")))
-            continue
-        rows = np.flatnonzero(data.video == i)
-        rows = rows[np.lexsort((data.frame_index[rows], data.track[rows]))]
-        timeline = [{"frame": int(data.frame_index[r]), "time": float(data.timestamp[r]),
-                     "track": int(data.track[r]), "score": float(scores[r])} for r in rows]
-        score = float(videos[i])
-        predictions.append(Prediction(
-            str(vid), str(everything["path"][k]), "ok", score,
-            "fake" if score >= model.threshold else "real", len(rows), timeline,
-            str(everything["error"][k])))  # a caveat, e.g. a truncated video
-    return PredictResult(str(model_path), model.threshold, predictions, usage.seconds,
-                         check_versions(model),
-                         BUNDLED_MODEL_NAME if bundled else Path(model_path).name, bundled)
+                str(vid), str(everything["path"][k]), "ok", score,
+                "fake" if score >= model.threshold else "real", len(rows), timeline,
+                str(everything["error"][k])))  # a caveat, e.g. a truncated video
+        return PredictResult(str(self.model_path), model.threshold, predictions, usage.seconds,
+                             check_versions(model), self.model_name, self.bundled)

@@ -364,6 +364,16 @@ class Extractor:
             features=features, crops=crops,
         ))
 
+    def warm_up(self) -> None:
+        """Create the detector and every backbone of the config now and embed one blank crop
+        with each, so that the first :meth:`run` pays no start-up (a server's first request).
+        The backbones are kept by this extractor; results are unchanged."""
+        self._detector()
+        self._load_backbones(self.config.backbones)
+        for backbone in self.backbones.values():
+            size = backbone.crop.size
+            backbone.embed(np.zeros((1, size, size, 3), np.uint8))
+
     def _load_backbones(self, names: Iterable[str]) -> None:
         for name in names:
             if name not in self.backbones:
