@@ -1426,8 +1426,8 @@ def serve(
     device: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
 ) -> None:
     """Serve a web page and a REST API that score uploaded videos and images, with the
-    models and networks loaded once. The page is at http://HOST:PORT/, the API's description
-    at /docs."""
+    models and networks loaded once. The page is at http://HOST:PORT/, the API's OpenAPI
+    description at /openapi.json."""
     from fakeprobe.serve import ServeConfig, check_host, serve as run_server
 
     check_host(host, token)

@@ -255,6 +255,16 @@ def test_twenty_concurrent_uploads_complete_with_predicts_scores(predictors, cli
             while answers[k]["state"] in ("queued", "running"):
                 answers[k] = client.get(f"/api/jobs/{response.json()['id']}?wait=60").json()
 
+        files_on_disk = [0]
+        watching = threading.Event()
+
+        def watch() -> None:  # uploads held on disk: queued, arriving, or being scored
+            while not watching.is_set():
+                files_on_disk[0] = max(files_on_disk[0], len(leftovers(client)))
+                time.sleep(0.01)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
         with queue._compute:  # the worker cannot score until some uploads were refused
             threads = [threading.Thread(target=one, args=(k,)) for k in range(20)]
             for thread in threads:
@@ -264,8 +274,11 @@ def test_twenty_concurrent_uploads_complete_with_predicts_scores(predictors, cli
                 time.sleep(0.05)
         for thread in threads:
             thread.join(300)
+        watching.set()
+        watcher.join()
         assert refused, "no upload was refused while the worker was held"
         assert queue.peak_queued <= bound
+        assert 0 < files_on_disk[0] <= bound + 4  # waiting or arriving, plus one batch
         assert len(answers) == 20 and queue.completed == 20
         for k, job in answers.items():
             assert job["state"] == "done", job

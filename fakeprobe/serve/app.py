@@ -135,7 +135,7 @@ def create_app(config: ServeConfig, predictors: dict[str, Predictor] | None = No
     runs.mkdir(mode=0o700)
     queue = JobQueue(predictors, runs, max_queued=config.max_queued,
                      batch_size=config.batch_size, keep=config.keep_jobs, device=config.device)
-    status = {"ready": False}
+    status = {"ready": False, "receiving": 0}
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -150,8 +150,11 @@ def create_app(config: ServeConfig, predictors: dict[str, Predictor] | None = No
             await run_in_threadpool(queue.stop)
             shutil.rmtree(root, ignore_errors=True)
 
+    # FastAPI's /docs and /redoc pages load their scripts from a CDN: left out, so that
+    # nothing the server offers needs the network; /openapi.json describes the API.
     app = FastAPI(
-        title="fakeprobe", version=_version(), lifespan=lifespan,
+        title="fakeprobe", version=_version(), lifespan=lifespan, docs_url=None,
+        redoc_url=None,
         description="Score videos and images for deepfakes: submit a file, poll its job, read "
                     "the fake probability, the per-frame timeline and the most fake faces. "
                     "When the server has a token, send it as `Authorization: Bearer TOKEN`.")
@@ -236,8 +239,13 @@ def create_app(config: ServeConfig, predictors: dict[str, Predictor] | None = No
     async def submit(request: Request):
         """Upload one file in the multipart field `file` (and optionally `model`). The file is
         checked by its content and decoded once; the answer (202) holds the job id to poll."""
+        if queue.queued + status["receiving"] >= config.max_queued:  # bodies on disk too
+            return error(503, f"the queue is full ({config.max_queued} jobs waiting or "
+                         "arriving); try again in a few seconds",
+                         {"Retry-After": str(RETRY_AFTER_S)})
         job_id = new_job_id()
         part = uploads / f"{job_id}.part"
+        status["receiving"] += 1
         try:
             received = await receive(request, part, config.max_upload_bytes)
             model = received.fields.get("model") or default_model
@@ -255,6 +263,8 @@ def create_app(config: ServeConfig, predictors: dict[str, Predictor] | None = No
         except BaseException:
             part.unlink(missing_ok=True)
             raise
+        finally:
+            status["receiving"] -= 1
         job = Job(job_id, received.filename, model, media, checked.kind, received.size)
         try:
             queue.submit(job)

@@ -232,7 +232,10 @@ function svg(name, attributes, text) {
 function drawTimeline(target, timeline, extras, threshold) {
   // frame scores (thin line and dots) and the model's smoothing (thick line), per face track
   target.replaceChildren();
-  const W = 640, H = 200, left = 40, right = 10, top = 10, bottom = 28;
+  // the drawing is as wide as the box it is shown in, so that text keeps its size
+  const W = Math.max(320, Math.round(target.clientWidth || 640)), H = 200;
+  const left = 44, right = 12, top = 10, bottom = 28;
+  target.setAttribute("viewBox", "0 0 " + W + " " + H);
   const useTime = timeline.every((p) => Number.isFinite(p.time));
   const xs = timeline.map((p) => (useTime ? p.time : p.frame));
   const lo = Math.min(...xs), hi = Math.max(...xs);
@@ -241,7 +244,8 @@ function drawTimeline(target, timeline, extras, threshold) {
   target.append(svg("line", { x1: left, x2: left, y1: top, y2: H - bottom, class: "axis" }));
   target.append(svg("line", { x1: left, x2: W - right, y1: H - bottom, y2: H - bottom, class: "axis" }));
   for (const v of [0, 0.5, 1]) {
-    target.append(svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" }, percent(v)));
+    target.append(svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" },
+                      Math.round(100 * v) + "%"));
   }
   target.append(svg("text", { x: (W + left) / 2, y: H - 6, "text-anchor": "middle" },
                     useTime ? "time (s): " + lo.toFixed(1) + " to " + hi.toFixed(1) : "frame"));
