@@ -121,7 +121,7 @@ def test_every_bad_upload_gets_its_4xx_and_leaves_nothing(predictors, clips, tmp
         accepted = upload(client, clip, "notes.txt")
         assert accepted.status_code == 202, accepted.text
         job = client.get(f"/api/jobs/{accepted.json()['id']}?wait=60").json()
-        assert job["state"] == "done" and job["kind"] == "video"
+        assert job["state"] == "done" and job["kind"] == "video", job["error"]
         assert leftovers(client) == []
     with make_client(predictors, tmp_path, max_video_frames=5) as client:
         response = upload(client, clip)
@@ -184,6 +184,7 @@ def test_a_job_gives_predicts_json_thumbnails_downloads_and_a_heatmap(
         extras = job["extras"]
         assert len(extras["smoothed"]) == len(item["timeline"])
         assert extras["smoothing"]["method"] == predictors[result["model"]].model.aggregation.smoothing
+        side = predictors[result["model"]].config.keep_crops  # covers the model's crops
         thumbs = extras["thumbnails"]
         assert len(thumbs) == 4
         assert [t["score"] for t in thumbs] == sorted((p["score"] for p in item["timeline"]),
@@ -191,7 +192,7 @@ def test_a_job_gives_predicts_json_thumbnails_downloads_and_a_heatmap(
         for thumb in thumbs:
             png = client.get(thumb["url"])
             assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
-            assert cv2.imdecode(np.frombuffer(png.content, np.uint8), 1).shape[:2] == (128, 128)
+            assert cv2.imdecode(np.frombuffer(png.content, np.uint8), 1).shape[:2] == (side, side)
         download = client.get(extras["json_url"])
         assert download.json()["predictions"][0]["score"] == item["score"]
         assert "attachment" in download.headers["content-disposition"]
