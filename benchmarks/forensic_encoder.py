@@ -59,7 +59,7 @@ def recipe(**overrides):
 
     settings = dict(
         base="efficientnet-lite0",  # its ImageNet weights are a plain dependency
-        input_size=128,
+        input_size=160,
         epochs=12,
         batch_size=32,
         lr=1e-4,

@@ -14,7 +14,7 @@ from fakeprobe.errors import FakeprobeError
 DEFAULT_FRAMES = 32
 #: The default feature set: fakeprobe's own forensic encoder, shipped inside the package
 #: (``fakeprobe/weights/FORENSIC_CARD.md``). ``benchmarks/forensic_encoder.py`` ranks it first:
-#: ROC-AUC 0.80 on DFDC actors it never saw (frozen MobileNetV2 0.69) and 0.63 on the FF++
+#: ROC-AUC 0.84 on DFDC actors it never saw (frozen MobileNetV2 0.69) and 0.61 on the FF++
 #: videos with no FF++ item in training (0.50); and it needs no extra wheel.
 DEFAULT_BACKBONE = "forensic"
 #: Longest side of the copy of a frame the detector sees.
