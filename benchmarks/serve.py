@@ -41,7 +41,7 @@ from _output import emit  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 FFPP_C40 = Path("ffpp/original_sequences/youtube/c40/videos")
-#: The issue's target for one warm video through the API on 2 cores.
+#: The target for one warm video through the API on 2 cores.
 LATENCY_TARGET_S = 2.0
 
 
