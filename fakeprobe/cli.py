@@ -644,7 +644,10 @@ EvalOpt = Annotated[Optional[Path], typer.Option(
     help="Instead of CV: train on CACHE (after the filters), test on every labelled item of "
     "this other cache (cross-dataset).")]
 SearchOpt = Annotated[Optional[str], typer.Option(
-    help="Hyperparameter search inside the training folds: grid or random.")]
+    help="Hyperparameter search inside the training folds: grid, random or bayes (Optuna's "
+    "TPE sampler, seeded; needs fakeprobe[bayes]).")]
+NIterOpt = Annotated[int, typer.Option(
+    "--n-iter", min=1, help="Candidates of --search random, trials of --search bayes.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random state of splits and heads.")]
 SmoteOpt = Annotated[bool, typer.Option(
     "--smote", help="Balance classes by SMOTE oversampling inside each training fold instead "
@@ -690,12 +693,14 @@ def _aggregation(aggregate, smooth, window, alpha):
 
 
 def _protocol(cv, holdout, eval_cache, search, seed, smote=False, train_dataset=(),
-              train_method=(), train_fakes="all", score_self_blend=False):
+              train_method=(), train_fakes="all", score_self_blend=False, n_iter=10):
     from fakeprobe.classifiers.api import TRAIN_FAKES, Protocol
     from fakeprobe.classifiers.data import Selection
 
-    if search not in (None, "grid", "random"):
-        raise typer.BadParameter("use grid or random", param_hint="--search")
+    from fakeprobe.classifiers.training import SEARCH_MODES
+
+    if search not in (None, *SEARCH_MODES):
+        raise typer.BadParameter(f"use {', '.join(SEARCH_MODES)}", param_hint="--search")
     if holdout is not None and eval_cache is not None:
         raise typer.BadParameter("--holdout and --eval are two different evaluations; give "
                                  "one", param_hint="--holdout")
@@ -707,7 +712,7 @@ def _protocol(cv, holdout, eval_cache, search, seed, smote=False, train_dataset=
         train_selection = Selection(datasets=tuple(train_dataset),
                                     methods=tuple(train_method), real_any_method=True)
     return Protocol(folds=cv, holdout=holdout, eval_cache=eval_cache, search=search,
-                    random_state=seed, smote=smote, train_selection=train_selection,
+                    n_iter=n_iter, random_state=seed, smote=smote, train_selection=train_selection,
                     train_fakes=train_fakes, score_self_blend=score_self_blend)
 
 
@@ -790,8 +795,8 @@ def _fit_command(head: str):
         exclude_method: XMethodOpt = [], exclude_group: XGroupOpt = [],
         aggregate: AggOpt = "mean", smooth: SmoothOpt = "none", window: WindowOpt = 5,
         alpha: AlphaOpt = 0.3, cv: CvOpt = 5, holdout: HoldoutOpt = None,
-        eval_cache: EvalOpt = None, search: SearchOpt = None, seed: SeedOpt = 0,
-        smote: SmoteOpt = False, train_dataset: TrainDatasetOpt = [],
+        eval_cache: EvalOpt = None, search: SearchOpt = None, n_iter: NIterOpt = 10,
+        seed: SeedOpt = 0, smote: SmoteOpt = False, train_dataset: TrainDatasetOpt = [],
         train_method: TrainMethodOpt = [], train_fakes: TrainFakesOpt = "all",
         score_self_blend: ScoreBlendOpt = False, save_run: SaveRunOpt = None,
         report: ReportOpt = None, force: ForceOpt = False, as_json: JsonOpt = False,
@@ -803,7 +808,7 @@ def _fit_command(head: str):
         selection = _selection(dataset, method, exclude_dataset, exclude_method, exclude_group)
         aggregation = _aggregation(aggregate, smooth, window, alpha)
         protocol = _protocol(cv, holdout, eval_cache, search, seed, smote, train_dataset,
-                             train_method, train_fakes, score_self_blend)
+                             train_method, train_fakes, score_self_blend, n_iter)
         result = fit(cache, head, out_path, features=[x for f in features for x in
                                                       f.split("+")],
                      selection=selection, aggregation=aggregation, protocol=protocol)
@@ -840,8 +845,8 @@ def compare(
     exclude_method: XMethodOpt = [], exclude_group: XGroupOpt = [],
     aggregate: AggOpt = "mean", smooth: SmoothOpt = "none", window: WindowOpt = 5,
     alpha: AlphaOpt = 0.3, cv: CvOpt = 5, holdout: HoldoutOpt = None,
-    eval_cache: EvalOpt = None, search: SearchOpt = None, seed: SeedOpt = 0,
-    smote: SmoteOpt = False, train_dataset: TrainDatasetOpt = [],
+    eval_cache: EvalOpt = None, search: SearchOpt = None, n_iter: NIterOpt = 10,
+    seed: SeedOpt = 0, smote: SmoteOpt = False, train_dataset: TrainDatasetOpt = [],
     train_method: TrainMethodOpt = [], train_fakes: TrainFakesOpt = "all",
     score_self_blend: ScoreBlendOpt = False, save_run: SaveRunOpt = None,
     report: ReportOpt = None, force: ForceOpt = False, as_json: JsonOpt = False,
@@ -855,7 +860,7 @@ def compare(
     selection = _selection(dataset, method, exclude_dataset, exclude_method, exclude_group)
     aggregation = _aggregation(aggregate, smooth, window, alpha)
     protocol = _protocol(cv, holdout, eval_cache, search, seed, smote, train_dataset,
-                         train_method, train_fakes, score_self_blend)
+                         train_method, train_fakes, score_self_blend, n_iter)
     result = run_compare(
         cache, head or ["svm", "xgb", "logreg"], [tuple(f.split("+")) for f in features],
         selection=selection, aggregation=aggregation, protocol=protocol,

@@ -13,9 +13,9 @@ from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.classifiers.data import FrameData, Selection, load_frames
 from fakeprobe.classifiers.model import (cache_fingerprint, check_versions, load_model,
                                          save_model)
-from fakeprobe.classifiers.training import (EvalReport, FoldResult, Roles, cross_validate,
-                                            fake_proba, fit_final, grouped_folds, holdout,
-                                            train_test)
+from fakeprobe.classifiers.training import (SEARCH_MODES, EvalReport, FoldResult, Roles,
+                                            cross_validate, fake_proba, fit_final,
+                                            grouped_folds, holdout, train_test)
 from fakeprobe.datasets import SELF_BLEND_METHOD
 from fakeprobe.errors import FakeprobeError
 from fakeprobe.evaluation.metrics import binary_metrics
@@ -55,6 +55,11 @@ class Protocol:
     score_self_blend: bool = False
 
     def __post_init__(self) -> None:
+        if self.search is not None and self.search not in SEARCH_MODES:
+            raise FakeprobeError(f"search must be one of {', '.join(SEARCH_MODES)}, got "
+                                 f"{self.search!r}")
+        if self.n_iter < 1:
+            raise FakeprobeError(f"n_iter must be at least 1, got {self.n_iter}")
         if self.train_fakes not in TRAIN_FAKES:
             raise FakeprobeError(f"train fakes must be one of {', '.join(TRAIN_FAKES)}, got "
                                  f"{self.train_fakes!r}")

@@ -20,10 +20,12 @@ from sklearn.pipeline import Pipeline
 from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.classifiers.data import FrameData, label_code
 from fakeprobe.classifiers.heads import SEARCH_SPACES, fit_head, fit_params, new_head
-from fakeprobe.errors import FakeprobeError
+from fakeprobe.errors import FakeprobeError, MissingDependency
 from fakeprobe.evaluation.metrics import binary_metrics, youden_threshold
 from fakeprobe.evaluation.resources import measure
 
+#: Hyperparameter searches (``--search``): every one runs inside the training part only.
+SEARCH_MODES = ("grid", "random", "bayes")
 #: Folds of the inner cross-validation that picks thresholds and hyperparameters.
 INNER_FOLDS = 3
 #: The inner cross-validation that picks a threshold sees at most this many frames (whole
@@ -42,6 +44,8 @@ class FoldResult:
     predict_seconds: float
     peak_rss_mb: float
     params: dict[str, Any] = field(default_factory=dict)
+    #: Candidates the hyperparameter search tried (grid points, random draws, Optuna trials).
+    search_trials: int = 0
 
 
 @dataclass(frozen=True)
@@ -151,25 +155,82 @@ def _video_scores(data: FrameData, rows: np.ndarray, scores: np.ndarray,
 
 
 def _search(head: Pipeline, name: str, data: FrameData, rows: np.ndarray, mode: str,
-            n_iter: int, random_state: int) -> dict[str, Any]:
-    """Best parameters of ``head`` by frame ROC-AUC in a grouped CV of the training rows."""
+            n_iter: int, random_state: int) -> tuple[dict[str, Any], int]:
+    """Best parameters of ``head`` by frame ROC-AUC in a grouped CV of the training rows, and
+    the number of candidates tried (``mode``: one of :data:`SEARCH_MODES`)."""
     space = SEARCH_SPACES.get(name)
     if not space:
-        return {}
+        return {}, 0
     groups = data.groups[rows]
     video_labels = data.video_labels[np.unique(data.video[rows])]
     if len(np.unique(groups)) < INNER_FOLDS or _smallest_class(video_labels) < INNER_FOLDS:
-        return {}
+        return {}, 0
     X, y, video = data.X[rows], data.y[rows], data.video[rows]
     cv = list(StratifiedGroupKFold(INNER_FOLDS, shuffle=True, random_state=random_state)
               .split(X, y, groups))
+    params = fit_params(head, y, video, groups)
+    if mode == "bayes":
+        return _bayes_search(head, space, X, y, cv, params, n_iter, random_state)
     if mode == "grid":
         searcher = GridSearchCV(head, space, scoring="roc_auc", cv=cv, n_jobs=1)
     else:
         searcher = RandomizedSearchCV(head, space, n_iter=n_iter, scoring="roc_auc", cv=cv,
                                       n_jobs=1, random_state=random_state)
-    searcher.fit(X, y, **fit_params(head, y, video, groups))
-    return dict(searcher.best_params_)
+    searcher.fit(X, y, **params)
+    return dict(searcher.best_params_), len(searcher.cv_results_["params"])
+
+
+def search_distributions(space: dict[str, list]) -> dict[str, Any]:
+    """Optuna distributions spanning a grid of :data:`SEARCH_SPACES`: a list of integers
+    becomes an integer range, a list of positive floats a (log-uniform when it spans a factor
+    of 10 or more) float range, anything else (strings, mixed) a categorical choice."""
+    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
+                                      IntDistribution)
+
+    out: dict[str, Any] = {}
+    for key, values in space.items():
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(numbers) == len(values) and all(isinstance(v, int) for v in values):
+            out[key] = IntDistribution(min(values), max(values))
+        elif len(numbers) == len(values) and min(values) > 0:
+            low, high = float(min(values)), float(max(values))
+            out[key] = FloatDistribution(low, high, log=high / low >= 10)
+        else:
+            out[key] = CategoricalDistribution(list(values))
+    return out
+
+
+def _bayes_search(head: Pipeline, space: dict[str, list], X: np.ndarray, y: np.ndarray,
+                  cv: list, params: dict, n_trials: int, random_state: int
+                  ) -> tuple[dict[str, Any], int]:
+    """Optuna's TPE sampler (seeded) over :func:`search_distributions`, each trial scored by
+    the mean frame ROC-AUC of the grouped inner folds ``cv`` of the training rows."""
+    try:
+        import optuna
+    except ImportError:
+        raise MissingDependency('--search bayes needs Optuna (pip install "fakeprobe[bayes]")'
+                                ) from None
+    from sklearn.model_selection import cross_val_score
+
+    distributions = search_distributions(space)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=random_state,
+                                         n_startup_trials=min(5, max(1, n_trials // 2)))
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for _ in range(n_trials):
+        trial = study.ask(distributions)
+        model = clone(head).set_params(**trial.params)
+        scores = cross_val_score(model, X, y, scoring="roc_auc", cv=cv, n_jobs=1,
+                                 params=params, error_score=np.nan)
+        value = float(np.mean(scores))
+        if np.isnan(value):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, value)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise FakeprobeError("--search bayes: every trial failed to fit in the inner folds")
+    return dict(study.best_params), len(study.trials)
 
 
 def _inner_threshold(head: Pipeline, data: FrameData, train_videos: np.ndarray,
@@ -204,19 +265,21 @@ def _inner_threshold(head: Pipeline, data: FrameData, train_videos: np.ndarray,
 
 def _fit_fold(name: str, head_params: dict, data: FrameData, train_videos: np.ndarray,
               aggregation: Aggregation, search: str | None, n_iter: int, random_state: int,
-              ) -> tuple[Pipeline, float, dict, float, float]:
+              ) -> tuple[Pipeline, float, dict, int, float, float]:
     """Fit on the training items: search, threshold, final fit. Returns the model, the
-    threshold, the chosen parameters, fit seconds and peak RSS."""
+    threshold, the chosen parameters, the search's candidates tried, fit seconds and peak
+    RSS."""
     head = new_head(name, random_state=random_state, **head_params)
     rows = _rows(data, train_videos)
     if len(np.unique(data.y[rows])) < 2:
         raise FakeprobeError("a training part holds a single class; use fewer folds")
     with measure() as usage:
-        params = _search(head, name, data, rows, search, n_iter, random_state) if search else {}
+        params, trials = (_search(head, name, data, rows, search, n_iter, random_state)
+                          if search else ({}, 0))
         head.set_params(**params)
         threshold = _inner_threshold(head, data, train_videos, aggregation, random_state)
         model = fit_head(head, data.X[rows], data.y[rows], data.video[rows], data.groups[rows])
-    return model, threshold, params, usage.seconds, usage.peak_rss_mb
+    return model, threshold, params, trials, usage.seconds, usage.peak_rss_mb
 
 
 def _evaluate(data: FrameData, name: str, folds: list[tuple[np.ndarray, np.ndarray]],
@@ -235,7 +298,7 @@ def _evaluate(data: FrameData, name: str, folds: list[tuple[np.ndarray, np.ndarr
     video_fold = np.full(target.n_videos, -1)
     results = []
     for k, (train_videos, test_videos) in enumerate(folds):
-        model, threshold, params, fit_s, peak = _fit_fold(
+        model, threshold, params, trials, fit_s, peak = _fit_fold(
             name, head_params, data, train_videos, aggregation, search, n_iter, random_state)
         rows = _rows(target, test_videos)
         with measure() as usage:
@@ -245,7 +308,8 @@ def _evaluate(data: FrameData, name: str, folds: list[tuple[np.ndarray, np.ndarr
         hit = ~np.isnan(videos)
         video_scores[hit], video_thresholds[hit], video_fold[hit] = videos[hit], threshold, k
         results.append(FoldResult(k, len(train_videos), len(test_videos), threshold, fit_s,
-                                  usage.seconds, max(peak, usage.peak_rss_mb), params))
+                                  usage.seconds, max(peak, usage.peak_rss_mb), params,
+                                  trials))
     frame_ok = ~np.isnan(frame_scores) & (target.y >= 0)
     labels = target.video_labels
     video_ok = ~np.isnan(video_scores) & (labels >= 0)
