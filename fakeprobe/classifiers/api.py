@@ -11,6 +11,7 @@ import numpy as np
 
 from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.classifiers.data import FrameData, Selection, load_frames
+from fakeprobe.classifiers.heads import predict_params
 from fakeprobe.classifiers.model import (cache_fingerprint, check_versions, load_model,
                                          save_model)
 from fakeprobe.classifiers.training import (SEARCH_MODES, EvalReport, FoldResult, Roles,
@@ -243,7 +244,8 @@ def evaluate(model_path: Path, cache_path: Path, selection: Selection | None = N
     if not len(data.y):
         raise FakeprobeError(f"{cache_path}: no usable item for this model")
     with measure() as usage:
-        scores = fake_proba(model.pipeline, data.X)
+        scores = fake_proba(model.pipeline, data.X, **predict_params(
+            model.pipeline, data.video, data.track, data.frame_index))
     aggregation = model.aggregation
     videos = aggregation.video_scores(scores, data.video, data.frame_index, data.track,
                                       data.n_videos)
@@ -375,7 +377,9 @@ class Predictor:
             data = load_frames(cache, model.features, Selection(labelled_only=False))
             with CacheReader(cache) as reader:
                 everything = reader.videos()
-            scores = fake_proba(model.pipeline, data.X) if len(data.X) else np.zeros(0)
+            scores = (fake_proba(model.pipeline, data.X, **predict_params(
+                model.pipeline, data.video, data.track, data.frame_index))
+                if len(data.X) else np.zeros(0))
         videos = model.aggregation.video_scores(scores, data.video, data.frame_index, data.track,
                                                 data.n_videos)
         position = {vid: i for i, vid in enumerate(data.videos["id"])}

@@ -228,6 +228,40 @@ def make_xgb(random_state: int = 0, smote: bool = False, **params) -> Pipeline:
     return _pipeline(_xgb(random_state=random_state, **params), smote, random_state)
 
 
+@HEADS.register("gru", requires=("tensorflow",), hint='pip install "tensorflow-cpu>=2.16"',
+                description="temporal: a small Keras GRU over each face track's frame "
+                "sequence (every frame gets its track's score)")
+def make_gru(random_state: int = 0, smote: bool = False, **params) -> Pipeline:
+    from fakeprobe.classifiers.sequence import SequenceGRU
+
+    if smote:
+        from fakeprobe.errors import FakeprobeError
+
+        raise FakeprobeError("--smote makes frames, not sequences: the gru head balances by "
+                             "sample weights only")
+    return _pipeline(SequenceGRU(random_state=random_state, **params))
+
+
+def _is_sequence_head(head: Pipeline) -> bool:
+    return head.named_steps["clf"].__class__.__name__ == "SequenceGRU"
+
+
+def predict_params(head: Pipeline, video: np.ndarray | None = None,
+                   track: np.ndarray | None = None, frame_index: np.ndarray | None = None
+                   ) -> dict[str, np.ndarray]:
+    """The per-row arguments of ``head.predict_proba``: a temporal head's sequence (one per
+    video and face track) and frame order; nothing for the others."""
+    if not _is_sequence_head(head) or video is None:
+        return {}
+    from fakeprobe.classifiers.sequence import sequence_ids
+
+    track = np.zeros(len(video), int) if track is None else track
+    params = {"sequence": sequence_ids(video, track)}
+    if frame_index is not None:
+        params["position"] = np.asarray(frame_index)
+    return params
+
+
 def balanced_weights(y: np.ndarray, video: np.ndarray) -> np.ndarray:
     """Sample weights so that every video counts once and each class counts half.
 
@@ -244,25 +278,33 @@ def balanced_weights(y: np.ndarray, video: np.ndarray) -> np.ndarray:
 
 
 def fit_params(head: Pipeline, y: np.ndarray, video: np.ndarray,
-               groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The per-row fit parameters of a head: :func:`balanced_weights`, and the groups of the
-    SVM's calibration folds. A SMOTE head balances by resampling instead: rows change, so no
-    per-row weights or groups can follow them."""
+               groups: np.ndarray | None = None, track: np.ndarray | None = None,
+               frame_index: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The per-row fit parameters of a head: :func:`balanced_weights`, the groups of the
+    SVM's calibration folds and of the temporal head's early-stopping split, and the temporal
+    head's sequences (:func:`predict_params`). A SMOTE head balances by resampling instead:
+    rows change, so no per-row weights or groups can follow them."""
     if "smote" in head.named_steps:
         return {}
     params = {"clf__sample_weight": balanced_weights(y, video)}
     if isinstance(head.named_steps["clf"], AutoSVC) and groups is not None:
         params["clf__groups"] = groups
+    if _is_sequence_head(head):
+        params.update({f"clf__{k}": v for k, v in
+                       predict_params(head, video, track, frame_index).items()})
+        if groups is not None:
+            params["clf__groups"] = groups
     return params
 
 
 def fit_head(head: Pipeline, X: np.ndarray, y: np.ndarray, video: np.ndarray,
-             groups: np.ndarray | None = None) -> Pipeline:
+             groups: np.ndarray | None = None, track: np.ndarray | None = None,
+             frame_index: np.ndarray | None = None) -> Pipeline:
     """Fit a head with its :func:`fit_params` (XGBoost's threads set by the size of X)."""
     clf = head.named_steps["clf"]
     if clf.__class__.__name__ == "XGBClassifier" and clf.get_params()["n_jobs"] is None:
         clf.set_params(n_jobs=1 if len(X) < XGB_THREADS_FROM_ROWS else os.cpu_count())
-    return head.fit(X, y, **fit_params(head, y, video, groups))
+    return head.fit(X, y, **fit_params(head, y, video, groups, track, frame_index))
 
 
 def new_head(name: str, random_state: int = 0, **params) -> Pipeline:
@@ -270,4 +312,4 @@ def new_head(name: str, random_state: int = 0, **params) -> Pipeline:
 
 
 __all__ = ["AutoSVC", "HEADS", "NystroemSVC", "SEARCH_SPACES", "balanced_weights", "fit_head",
-           "fit_params", "new_head"]
+           "fit_params", "new_head", "predict_params"]

@@ -45,6 +45,7 @@ PIPELINE_MEMBER = "pipeline.skops"
 TRUSTED_TYPES = frozenset({
     "fakeprobe.classifiers.heads.AutoSVC",
     "fakeprobe.classifiers.heads.NystroemSVC",
+    "fakeprobe.classifiers.sequence.SequenceGRU",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "xgboost.sklearn.XGBClassifier",

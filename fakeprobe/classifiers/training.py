@@ -19,7 +19,8 @@ from sklearn.pipeline import Pipeline
 
 from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.classifiers.data import FrameData, label_code
-from fakeprobe.classifiers.heads import SEARCH_SPACES, fit_head, fit_params, new_head
+from fakeprobe.classifiers.heads import (SEARCH_SPACES, fit_head, fit_params, new_head,
+                                         predict_params)
 from fakeprobe.errors import FakeprobeError, MissingDependency
 from fakeprobe.evaluation.metrics import binary_metrics, youden_threshold
 from fakeprobe.evaluation.resources import measure
@@ -107,10 +108,23 @@ class EvalReport:
         return data
 
 
-def fake_proba(model: Pipeline, X: np.ndarray) -> np.ndarray:
-    """P(fake) per row, whatever the order of ``classes_``."""
+def fake_proba(model: Pipeline, X: np.ndarray, **params) -> np.ndarray:
+    """P(fake) per row, whatever the order of ``classes_`` (``params``: the head's
+    :func:`~fakeprobe.classifiers.heads.predict_params`)."""
     classes = list(model.classes_)
-    return model.predict_proba(X)[:, classes.index(1)]
+    return model.predict_proba(X, **params)[:, classes.index(1)]
+
+
+def _rows_proba(model: Pipeline, data: FrameData, rows: np.ndarray) -> np.ndarray:
+    """P(fake) of the selected rows of ``data``, with their sequences for a temporal head."""
+    return fake_proba(model, data.X[rows], **predict_params(
+        model, data.video[rows], data.track[rows], data.frame_index[rows]))
+
+
+def _fit_rows(head: Pipeline, data: FrameData, rows: np.ndarray) -> Pipeline:
+    """``head`` fitted on the selected rows of ``data`` (with every per-row fit parameter)."""
+    return fit_head(head, data.X[rows], data.y[rows], data.video[rows], data.groups[rows],
+                    data.track[rows], data.frame_index[rows])
 
 
 def grouped_folds(data: FrameData, n_splits: int = 5, random_state: int = 0
@@ -168,7 +182,7 @@ def _search(head: Pipeline, name: str, data: FrameData, rows: np.ndarray, mode: 
     X, y, video = data.X[rows], data.y[rows], data.video[rows]
     cv = list(StratifiedGroupKFold(INNER_FOLDS, shuffle=True, random_state=random_state)
               .split(X, y, groups))
-    params = fit_params(head, y, video, groups)
+    params = fit_params(head, y, video, groups, data.track[rows], data.frame_index[rows])
     if mode == "bayes":
         return _bayes_search(head, space, X, y, cv, params, n_iter, random_state)
     if mode == "grid":
@@ -252,9 +266,8 @@ def _inner_threshold(head: Pipeline, data: FrameData, train_videos: np.ndarray,
         tr_rows, te_rows = _rows(data, train_videos[tr]), _rows(data, train_videos[te])
         if len(np.unique(data.y[tr_rows])) < 2 or not te_rows.any():
             continue
-        model = fit_head(clone(head), data.X[tr_rows], data.y[tr_rows], data.video[tr_rows],
-                         data.groups[tr_rows])
-        scores = _video_scores(data, te_rows, fake_proba(model, data.X[te_rows]), aggregation)
+        model = _fit_rows(clone(head), data, tr_rows)
+        scores = _video_scores(data, te_rows, _rows_proba(model, data, te_rows), aggregation)
         done = ~np.isnan(scores)
         oof[done] = scores[done]
     scored = train_videos[~np.isnan(oof[train_videos])]
@@ -278,7 +291,7 @@ def _fit_fold(name: str, head_params: dict, data: FrameData, train_videos: np.nd
                           if search else ({}, 0))
         head.set_params(**params)
         threshold = _inner_threshold(head, data, train_videos, aggregation, random_state)
-        model = fit_head(head, data.X[rows], data.y[rows], data.video[rows], data.groups[rows])
+        model = _fit_rows(head, data, rows)
     return model, threshold, params, trials, usage.seconds, usage.peak_rss_mb
 
 
@@ -302,7 +315,7 @@ def _evaluate(data: FrameData, name: str, folds: list[tuple[np.ndarray, np.ndarr
             name, head_params, data, train_videos, aggregation, search, n_iter, random_state)
         rows = _rows(target, test_videos)
         with measure() as usage:
-            scores = fake_proba(model, target.X[rows]) if rows.any() else np.zeros(0)
+            scores = _rows_proba(model, target, rows) if rows.any() else np.zeros(0)
         frame_scores[rows], frame_thresholds[rows] = scores, threshold
         videos = _video_scores(target, rows, scores, aggregation)
         hit = ~np.isnan(videos)
@@ -449,5 +462,5 @@ def fit_final(data: FrameData, head: str, *, params: dict | None = None,
         raise FakeprobeError("the selection holds a single class: a detector needs real and "
                              "fake items")
     with measure() as usage:
-        fit_head(model, data.X, data.y, data.video, data.groups)
+        _fit_rows(model, data, np.ones(len(data.y), bool))
     return model, usage.seconds
