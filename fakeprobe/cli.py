@@ -830,7 +830,7 @@ def _fit_command(head: str):
     return command
 
 
-for _head in ("svm", "xgb", "logreg", "gru"):
+for _head in ("svm", "xgb", "logreg", "gru", "stack"):
     app.command(f"fit-{_head}")(_handles_errors(_fit_command(_head)))
 
 

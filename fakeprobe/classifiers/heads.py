@@ -242,8 +242,25 @@ def make_gru(random_state: int = 0, smote: bool = False, **params) -> Pipeline:
     return _pipeline(SequenceGRU(random_state=random_state, **params))
 
 
+@HEADS.register("stack", requires=("xgboost",), hint='pip install "xgboost-cpu>=2"',
+                description="stacking: a logistic regression on the out-of-fold track scores "
+                "of logreg, xgb and svm, nested inside the training rows")
+def make_stack(random_state: int = 0, smote: bool = False, **params) -> Pipeline:
+    from fakeprobe.classifiers.ensemble import StackedHeads
+
+    if smote:
+        from fakeprobe.errors import FakeprobeError
+
+        raise FakeprobeError("--smote makes frames without a track: the stack head balances "
+                             "by sample weights only")
+    # every member standardises inside its own pipeline
+    return Pipeline([("scale", "passthrough"),
+                     ("clf", StackedHeads(random_state=random_state, **params))])
+
+
 def _is_sequence_head(head: Pipeline) -> bool:
-    return head.named_steps["clf"].__class__.__name__ == "SequenceGRU"
+    """Whether the head's estimator takes per-row sequences (temporal head, stack)."""
+    return bool(getattr(head.named_steps["clf"], "takes_sequences", False))
 
 
 def predict_params(head: Pipeline, video: np.ndarray | None = None,

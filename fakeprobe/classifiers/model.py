@@ -46,6 +46,7 @@ TRUSTED_TYPES = frozenset({
     "fakeprobe.classifiers.heads.AutoSVC",
     "fakeprobe.classifiers.heads.NystroemSVC",
     "fakeprobe.classifiers.sequence.SequenceGRU",
+    "fakeprobe.classifiers.ensemble.StackedHeads",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "xgboost.sklearn.XGBClassifier",

@@ -64,6 +64,9 @@ class SequenceGRU(ClassifierMixin, BaseEstimator):
     sequences, split by ``groups`` when given (a person never on both sides), else by sequence.
     """
 
+    #: fit and predict_proba take per-row ``sequence`` / ``position`` (see heads.predict_params)
+    takes_sequences = True
+
     def __init__(self, units: int = 32, dropout: float = 0.1, learning_rate: float = 5e-3,
                  max_epochs: int = 80, patience: int = 10, batch_size: int = 32,
                  validation_fraction: float = 0.2, random_state: int | None = 0) -> None:
