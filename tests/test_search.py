@@ -88,3 +88,14 @@ def test_compare_runs_a_bayes_search_from_the_command_line(tmp_path):
     assert all("clf__C" in f["params"] for f in folds)
     bad = runner.invoke(app, ["compare", str(cache), "--search", "annealing"])
     assert bad.exit_code != 0 and "grid, random, bayes" in bad.output
+
+
+def test_the_final_model_takes_the_first_folds_params_when_every_fold_differs(tmp_path):
+    from fakeprobe.classifiers import api
+
+    cache = make_cache(tmp_path / "syn.h5", n_groups=9)
+    result = api.fit(cache, "logreg", None,
+                     protocol=Protocol(folds=3, search="bayes", n_iter=3))
+    chosen = [f.params for f in result.report.folds]
+    assert len({tuple(sorted(c.items())) for c in chosen}) == 3  # continuous C: all differ
+    assert result.provenance["params"] == chosen[0]

@@ -155,9 +155,10 @@ def fit(cache_path: Path, head: str, out: Path | None, *, features: Sequence[str
     data = load_frames(cache_path, features, selection)
     report = _evaluate_head(data, head, aggregation, protocol, features,
                             test=_load_test(protocol, features))
-    # the final model takes the most frequent hyperparameters chosen in the folds
+    # the final model takes the most frequent hyperparameters chosen in the folds (the
+    # earliest fold's on a tie: a Bayesian search rarely picks the same values twice)
     chosen = [tuple(sorted(f.params.items())) for f in report.folds if f.params]
-    params = dict(max(set(chosen), key=chosen.count)) if chosen else {}
+    params = dict(max(chosen, key=chosen.count)) if chosen else {}
     pipeline, seconds = fit_final(data, head, params=params, random_state=protocol.random_state,
                                   head_params=protocol.head_params,
                                   train=protocol.roles(data).train)
