@@ -86,6 +86,7 @@ def test_gru_learns_a_sequence_signal_a_frame_head_cannot_and_round_trips(tmp_pa
     result = api.fit(cache, "gru", tmp_path / "gru.skops", protocol=protocol)
     assert result.report.video["roc_auc"] > 0.8
     assert result.report.video["roc_auc"] - frame_head.video["roc_auc"] > 0.2
+    assert all(f.head_info["epochs"] >= 1 for f in result.report.folds)
     # every frame of a track carries the track's score
     scores = np.asarray(result.report.frame_scores["score"])
     video = np.asarray(result.report.frame_scores["video"])

@@ -45,6 +45,9 @@ def test_the_stack_never_sees_its_test_fold(frames, monkeypatch):
     folds = grouped_folds(frames, 3)
     report = cross_validate(frames, "stack", folds=folds)
     assert report.video["roc_auc"] > 0.8
+    # the report shows each fold's weight of every member
+    assert all(set(f.head_info["member_weights"]) == {"logreg", "xgb", "svm"}
+               for f in report.folds)
     all_test = [{tuple(r) for r in frames.X[np.isin(frames.video, te)]} for _, te in folds]
     all_train = [{tuple(r) for r in frames.X[np.isin(frames.video, tr)]} for tr, _ in folds]
     assert seen

@@ -47,6 +47,9 @@ class FoldResult:
     params: dict[str, Any] = field(default_factory=dict)
     #: Candidates the hyperparameter search tried (grid points, random draws, Optuna trials).
     search_trials: int = 0
+    #: What the fitted head says of itself: a stack's weight per member, a temporal head's
+    #: training epochs (see :func:`head_info`).
+    head_info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,18 @@ def fake_proba(model: Pipeline, X: np.ndarray, **params) -> np.ndarray:
     :func:`~fakeprobe.classifiers.heads.predict_params`)."""
     classes = list(model.classes_)
     return model.predict_proba(X, **params)[:, classes.index(1)]
+
+
+def head_info(model: Pipeline) -> dict[str, Any]:
+    """A fitted head's own summary: the meta-model weight of each member of a stack, the
+    epochs a temporal head trained for; empty for the others."""
+    clf = model.named_steps["clf"]
+    info: dict[str, Any] = {}
+    if hasattr(clf, "member_weights_"):
+        info["member_weights"] = dict(clf.member_weights_)
+    if hasattr(clf, "n_epochs_"):
+        info["epochs"] = int(clf.n_epochs_)
+    return info
 
 
 def _rows_proba(model: Pipeline, data: FrameData, rows: np.ndarray) -> np.ndarray:
@@ -322,7 +337,7 @@ def _evaluate(data: FrameData, name: str, folds: list[tuple[np.ndarray, np.ndarr
         video_scores[hit], video_thresholds[hit], video_fold[hit] = videos[hit], threshold, k
         results.append(FoldResult(k, len(train_videos), len(test_videos), threshold, fit_s,
                                   usage.seconds, max(peak, usage.peak_rss_mb), params,
-                                  trials))
+                                  trials, head_info(model)))
     frame_ok = ~np.isnan(frame_scores) & (target.y >= 0)
     labels = target.video_labels
     video_ok = ~np.isnan(video_scores) & (labels >= 0)
