@@ -47,15 +47,12 @@ def pinned_sha256(name: str) -> str:
 
 def verified(name: str, what: str) -> Path:
     """The shipped file ``name`` after checking it against its pinned SHA-256."""
-    from fakeprobe.extractor.torch_reader import sha256_file
+    from fakeprobe.extractor.backbones.imagenet import verify_sha256
 
     path = weights_dir() / name
     if not path.is_file():
         raise WeightsError(f"{what} is missing ({path}): reinstall fakeprobe")
-    expected, actual = pinned_sha256(name), sha256_file(path)
-    if actual != expected:
-        raise WeightsError(f"{what} {path} has SHA-256 {actual}, expected {expected}: the "
-                           "file is corrupt or was replaced; reinstall fakeprobe")
+    verify_sha256(path, pinned_sha256(name), what=what, remedy="reinstall fakeprobe")
     return path
 
 

