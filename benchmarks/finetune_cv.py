@@ -41,6 +41,7 @@ from fakeprobe.classifiers.data import Selection
 from fakeprobe.classifiers.heads import fit_head, new_head
 from fakeprobe.classifiers.training import fake_proba
 from fakeprobe.datasets import SELF_BLEND_METHOD
+from _nets import item_mean, net_outputs
 from _output import emit
 from fakeprobe.evaluation.metrics import binary_metrics, fmt
 from fakeprobe.evaluation.runs import environment
@@ -50,30 +51,6 @@ FF_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 HEADS = ("logreg", "xgb")
 #: The unpaired 24 fps actor originals and their pseudo-fakes are left out (data README).
 LEFT_OUT_GROUPS = ("ffpp:actor:*",)
-
-
-def _net_outputs(path: Path, crops: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """(embedding, P(fake)) of every crop through a fine-tuned ``.keras`` file."""
-    from fakeprobe.extractor.backbones.finetuned import EMBEDDING_LAYER, SCORE_LAYER
-    from fakeprobe.extractor.tf_utils import import_tensorflow
-
-    tf = import_tensorflow()
-    net = tf.keras.models.load_model(path, compile=False, safe_mode=True)
-    both = tf.keras.Model(net.inputs, [net.get_layer(EMBEDDING_LAYER).output,
-                                       net.get_layer(SCORE_LAYER).output])
-    emb, score = [], []
-    for i in range(0, len(crops), batch):
-        e, s = both(crops[i : i + batch].astype(np.float32), training=False)
-        emb.append(np.asarray(e))
-        score.append(np.asarray(s).reshape(-1))
-    return np.concatenate(emb), np.concatenate(score)
-
-
-def _video_mean(values: np.ndarray, item: np.ndarray, n_items: int) -> np.ndarray:
-    sums = np.bincount(item, weights=values, minlength=n_items)
-    counts = np.bincount(item, minlength=n_items)
-    with np.errstate(invalid="ignore"):
-        return sums / counts
 
 
 def run_condition(cache: Path, workdir: Path, fakes: str, config: FinetuneConfig, folds: int,
@@ -116,13 +93,13 @@ def run_condition(cache: Path, workdir: Path, fakes: str, config: FinetuneConfig
         # the epochs' own times, so that a net reused from an earlier run reports its training
         history = json.loads(sidecar_path(out).read_text(encoding="utf-8"))["history"]
         seconds.append(sum(epoch["seconds"] for epoch in history))
-        emb, prob = _net_outputs(out, data.crops)
+        emb, prob = net_outputs(out, data.crops)
         test_items = np.flatnonzero(np.isin(data.groups, list(test_groups)) & ~pseudo)
         if held_out:
             test_items = test_items[(data.labels[test_items] == 0)
                                     | (data.methods[test_items] == held_out)]
         test_rows = np.isin(data.item, test_items)
-        oof["net"][test_items] = _video_mean(prob, data.item, n_items)[test_items]
+        oof["net"][test_items] = item_mean(prob, data.item, n_items)[test_items]
         use = {"real": ~pseudo, "all": np.ones(n_items, bool),
                "self-blend": ~true_fake}[fakes]
         fit_items = train_items[use[train_items]]
@@ -133,7 +110,7 @@ def run_condition(cache: Path, workdir: Path, fakes: str, config: FinetuneConfig
                              data.item[fit_rows], data.groups[data.item[fit_rows]])
             frame = np.full(len(data.item), np.nan)
             frame[test_rows] = fake_proba(model, emb[test_rows])
-            video = _video_mean(np.nan_to_num(frame), data.item, n_items)
+            video = item_mean(np.nan_to_num(frame), data.item, n_items)
             oof[head][test_items] = video[test_items]
         print(f"  fold {k}: {len(train_groups)} training groups, {len(test_items)} test items, "
               f"fine-tune {seconds[-1]:.0f} s", file=sys.stderr)

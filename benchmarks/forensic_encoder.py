@@ -175,30 +175,6 @@ def stage_train(run: Run, faces: Path, split: dict):
 # Scores
 
 
-def net_outputs(path: Path, crops: np.ndarray, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """(embedding, P(fake)) of uint8 crops through a ``fakeprobe finetune`` network."""
-    from fakeprobe.extractor.backbones.finetuned import EMBEDDING_LAYER, SCORE_LAYER
-    from fakeprobe.extractor.tf_utils import import_tensorflow
-
-    tf = import_tensorflow()
-    net = tf.keras.models.load_model(path, compile=False, safe_mode=True)
-    both = tf.keras.Model(net.inputs, [net.get_layer(EMBEDDING_LAYER).output,
-                                       net.get_layer(SCORE_LAYER).output])
-    forward = tf.function(lambda x: both(tf.cast(x, tf.float32), training=False))
-    emb, score = [], []
-    for i in range(0, len(crops), batch):
-        e, p = forward(tf.constant(crops[i:i + batch]))
-        emb.append(np.asarray(e))
-        score.append(np.asarray(p).reshape(-1))
-    return np.concatenate(emb), np.concatenate(score)
-
-
-def item_mean(values: np.ndarray, item: np.ndarray, n_items: int) -> np.ndarray:
-    sums = np.bincount(item, weights=values, minlength=n_items)
-    with np.errstate(invalid="ignore"):
-        return sums / np.bincount(item, minlength=n_items)
-
-
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -240,6 +216,8 @@ def score_features(X_faces: np.ndarray, faces: Items, split: dict, X_videos: np.
     ``own_*``: the network's own P(fake) per row, scored the same way when given.
     """
     from sklearn.model_selection import StratifiedGroupKFold
+
+    from _nets import item_mean
 
     from fakeprobe.classifiers.heads import fit_head, new_head
     from fakeprobe.classifiers.training import fake_proba
@@ -303,6 +281,8 @@ def score_features(X_faces: np.ndarray, faces: Items, split: dict, X_videos: np.
 
 def stage_score(run: Run, caches: dict[str, Path], split: dict) -> dict:
     """The trained net's embedding and own score on both caches, and the protocol's numbers."""
+    from _nets import net_outputs
+
     from fakeprobe.extractor.finetune import load_crops
 
     net = run.workdir / "forensic.keras"
