@@ -129,16 +129,18 @@ class ForensicBackbone(KerasBackbone):
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto",
                  batch_size: int = DEFAULT_BATCH_SIZE) -> None:
-        from fakeprobe.weights import verified
+        from fakeprobe.weights import pinned_sha256, verified
 
-        path = verified(WEIGHTS_FILE, "the shipped forensic encoder") if weights is None \
+        shipped = weights is None  # hashed once, by the check against its pin
+        path = verified(WEIGHTS_FILE, "the shipped forensic encoder") if shipped \
             else Path(weights)
         architecture, self.metadata, arrays = read_weights(path)
+        digest = pinned_sha256(WEIGHTS_FILE) if shipped else sha256_file(path)
         super().__init__(device, batch_size)
         import keras
 
         self.weights_path = path
-        self.weights_sha256 = sha256_file(path)
+        self.weights_sha256 = digest
         self.dim = int(self.metadata["embedding_dim"])
         self.crop = CropSpec(size=int(self.metadata["input_size"]),
                              margin=float(self.metadata["crop_margin"]))
