@@ -145,3 +145,112 @@ def test_frame_folder_in_natural_order(tmp_path):
     empty.mkdir()
     with pytest.raises(MediaError, match="no image"):
         read_media(empty, "frames")
+
+
+# --- PyAV: only what the sampled frames need, the same frames as a sequential decode ----------
+
+def _h264(tmp_path: Path, n_frames: int, gop: int, name: str = "h264.mp4") -> Path:
+    """An H.264 clip with B-frames (non-reference) and a key frame every ``gop`` frames."""
+    import imageio_ffmpeg  # a dev dependency: an ffmpeg binary with libx264
+
+    source = write_video(tmp_path / f"src-{name}", n_frames=n_frames, size=(96, 72))
+    target = tmp_path / name
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i",
+                    str(source), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", "3",
+                    "-b-pyramid", "none", "-x264-params",
+                    f"keyint={gop}:min-keyint={gop}:scenecut=0", str(target)], check=True)
+    return target
+
+
+def _opencv_every_frame(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    every = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            return every
+        every.append(image)
+
+
+def _decode_spy(monkeypatch) -> list[int]:
+    """Counts the packets handed to the decoder (the flush, ``None``, is not counted)."""
+    import av.video.codeccontext as codeccontext
+
+    sent: list[int] = []
+    real = codeccontext.VideoCodecContext.decode
+
+    def decode(self, packet=None):
+        if packet is not None:
+            sent.append(packet.pts)
+        return real(self, packet)
+
+    monkeypatch.setattr(codeccontext.VideoCodecContext, "decode", decode)
+    return sent
+
+
+def test_pyav_reads_the_sampled_frames_of_a_sequential_decode(tmp_path):
+    from fakeprobe.extractor import video_av
+    from fakeprobe.extractor.frames import read_video_opencv
+
+    path = _h264(tmp_path, n_frames=90, gop=30)
+    every = _opencv_every_frame(path)
+    info, frames = video_av.read_video_av(path, count=7)
+    assert [f.index for f in frames] == sample_indices(90, count=7).tolist()
+    for frame in frames:
+        assert np.array_equal(frame.image, every[frame.index])
+    assert (info, [f.index for f in frames]) == (
+        lambda r: (r[0], [f.index for f in r[1]]))(read_video_opencv(path, count=7))
+
+
+def test_pyav_skips_non_reference_frames_and_groups_without_a_sample(tmp_path, monkeypatch):
+    from fakeprobe.extractor import video_av
+
+    path = _h264(tmp_path, n_frames=90, gop=30)
+    sent = _decode_spy(monkeypatch)
+    every = _opencv_every_frame(path)
+    _, frames = video_av.read_video_av(path, np.array([5, 6]))
+    assert [f.index for f in frames] == [5, 6]
+    assert all(np.array_equal(f.image, every[f.index]) for f in frames)
+    # frames 0..6 of the first group at most, never the B-frames before them; nothing after
+    assert 0 < len(sent) < 7
+
+
+def test_pyav_seeks_across_long_gaps(tmp_path, monkeypatch):
+    from fakeprobe.extractor import video_av
+
+    path = _h264(tmp_path, n_frames=200, gop=10)
+    monkeypatch.setattr(video_av, "SEEK_GAP", 20)
+    sent = _decode_spy(monkeypatch)
+    sought = []
+    import av.container.input as av_input
+    real_seek = av_input.InputContainer.seek
+
+    def seek(self, *args, **kwargs):
+        sought.append(args[0])
+        return real_seek(self, *args, **kwargs)
+
+    monkeypatch.setattr(av_input.InputContainer, "seek", seek)
+    every = _opencv_every_frame(path)
+    info, frames = video_av.read_video_av(path, count=3)
+    assert [f.index for f in frames] == [0, 100, 199] and not info.warning
+    assert all(np.array_equal(f.image, every[f.index]) for f in frames)
+    assert len(sought) == 2 and len(sent) <= 3 * 10
+
+
+def test_pyav_keyframes_only_takes_the_nearest_key_frame(tmp_path, monkeypatch):
+    path = _h264(tmp_path, n_frames=100, gop=10)
+    sent = _decode_spy(monkeypatch)
+    every = _opencv_every_frame(path)
+    _, frames = read_media(path, "video", np.array([3, 14, 16, 58, 99]), keyframes_only=True)
+    assert [f.index for f in frames] == [0, 10, 20, 60, 90]
+    assert all(np.array_equal(f.image, every[f.index]) for f in frames)
+    assert len(sent) == 5  # key frames only
+
+
+def test_opencv_reads_what_pyav_cannot_open(tmp_path, monkeypatch):
+    from fakeprobe.extractor import video_av
+
+    path = write_video(tmp_path / "v.mp4", n_frames=20)
+    monkeypatch.setattr(video_av, "_open", lambda p: None)
+    info, frames = read_media(path, "video", count=5)
+    assert [f.index for f in frames] == [0, 5, 10, 14, 19] and info.n_frames == 20

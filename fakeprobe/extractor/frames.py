@@ -1,9 +1,9 @@
 """Decoding and frame sampling for videos, still images and folders of frames.
 
-Videos are read with one sequential ``grab()`` loop that ``retrieve()``s (converts) only the
-frames kept: seeking with ``CAP_PROP_POS_FRAMES`` re-decodes from the previous key frame for every
-frame and measured about 8x slower. Rotation metadata is honoured, so portrait phone videos come
-out upright.
+Videos are decoded by PyAV, which is handed only the packets the sampled frames need
+(:mod:`fakeprobe.extractor.video_av`); a file PyAV cannot open falls back to one sequential
+OpenCV ``grab()`` loop that ``retrieve()``s (converts) only the frames kept. Rotation metadata is
+honoured, so portrait phone videos come out upright.
 
 Every read is guarded against hostile files: sizes come from the header and are checked before
 anything is decoded (``--max-pixels``, and :data:`MAX_DECODE_BYTES` for all the sampled frames
@@ -22,12 +22,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from fakeprobe.core.schema import IMAGE_SUFFIXES
 from fakeprobe.errors import MediaError
 
-#: GIFs are read as videos (an animated GIF is a clip; a still one is a one-frame video).
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg",
-                            ".gif"})
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 #: The most memory the decoded frames of one item may take (all the sampled frames are held
 #: while faces are detected and aligned): 4 GiB, enough for the default 32 frames at the largest
 #: frame ``--max-pixels`` allows by default (32 x 40 Mpx x 3 bytes = 3.8 GB). An item that would
@@ -58,18 +55,6 @@ class Frame:
     image: np.ndarray  # (H, W, 3) uint8 BGR
 
 
-def media_kind(path: Path) -> str | None:
-    """``video``, ``image``, ``frames`` (a folder of frames) or None for anything else."""
-    if path.is_dir():
-        return "frames"
-    suffix = path.suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
-        return "video"
-    if suffix in IMAGE_SUFFIXES:
-        return "image"
-    return None
-
-
 def sample_indices(
     n_frames: int, *, count: int, fps: float | None = None, video_fps: float = float("nan"),
     max_frames: int = 300,
@@ -93,7 +78,7 @@ def sample_indices(
     return indices[:max_frames]
 
 
-def _check_size(width: int, height: int, max_pixels: int, what: str) -> None:
+def check_size(width: int, height: int, max_pixels: int, what: str) -> None:
     if width * height > max_pixels:
         raise MediaError(
             f"{what} is {width}x{height} ({width * height / 1e6:.0f} Mpx), over the limit of "
@@ -102,7 +87,7 @@ def _check_size(width: int, height: int, max_pixels: int, what: str) -> None:
         )
 
 
-def _check_memory(n_frames: int, width: int, height: int) -> None:
+def check_memory(n_frames: int, width: int, height: int) -> None:
     need = n_frames * width * height * 3
     if need > MAX_DECODE_BYTES:
         raise MediaError(
@@ -194,17 +179,39 @@ def _info_from_capture(capture: cv2.VideoCapture) -> MediaInfo:
 
 def read_video(
     path: Path, indices: np.ndarray | None = None, *, count: int = 32, fps: float | None = None,
-    max_frames: int = 300, max_pixels: int = 40_000_000,
+    max_frames: int = 300, max_pixels: int = 40_000_000, keyframes_only: bool = False,
 ) -> tuple[MediaInfo, list[Frame]]:
-    """Decode the sampled frames of a video in one sequential pass.
+    """Decode the sampled frames of a video.
 
     ``indices`` chooses the frames (used to re-read the rows of a cache); otherwise they follow
-    ``count``/``fps``. A truncated video gives the frames before the damage.
+    ``count``/``fps``. A truncated video gives the frames before the damage. PyAV decodes only
+    what the sampled frames need (:mod:`fakeprobe.extractor.video_av`); a file it cannot open
+    is read by OpenCV in one sequential pass. ``keyframes_only`` takes the key frame nearest
+    each sampled frame instead (much faster on long videos; see ``read_keyframes``).
+    """
+    if path.stat().st_size == 0:
+        raise MediaError("empty file (0 bytes)")
+    from fakeprobe.extractor import video_av
+
+    read = video_av.read_video_av(path, indices, count=count, fps=fps, max_frames=max_frames,
+                                  max_pixels=max_pixels, keyframes_only=keyframes_only)
+    if read is not None:
+        return read
+    return read_video_opencv(path, indices, count=count, fps=fps, max_frames=max_frames,
+                             max_pixels=max_pixels)
+
+
+def read_video_opencv(
+    path: Path, indices: np.ndarray | None = None, *, count: int = 32, fps: float | None = None,
+    max_frames: int = 300, max_pixels: int = 40_000_000,
+) -> tuple[MediaInfo, list[Frame]]:
+    """The sampled frames of a video from one sequential OpenCV ``grab()`` pass (every frame
+    decoded): the fallback for files PyAV cannot open, and the reference it is tested against.
     """
     capture = _open_video(path)
     try:
         info = _info_from_capture(capture)
-        _check_size(info.width, info.height, max_pixels, "the video frame")
+        check_size(info.width, info.height, max_pixels, "the video frame")
         if info.n_frames <= 0:  # the container does not say: count by decoding
             capture.release()
             info = MediaInfo(info.fps, info.width, info.height, _count_frames(path))
@@ -214,7 +221,7 @@ def read_video(
         wanted = np.asarray(indices if indices is not None else sample_indices(
             info.n_frames, count=count, fps=fps, video_fps=info.fps, max_frames=max_frames
         ), dtype=np.int64)
-        _check_memory(len(wanted), info.width, info.height)
+        check_memory(len(wanted), info.width, info.height)
         grabbed = [0]
         frames = list(_grab_frames(capture, wanted, info.fps, grabbed))
     finally:
@@ -223,10 +230,10 @@ def read_video(
         raise MediaError("no frame could be decoded (corrupt or truncated video)")
     height, width = frames[0].image.shape[:2]  # upright size, after any rotation
     return MediaInfo(info.fps, width, height, info.n_frames,
-                     _truncation(info.n_frames, grabbed[0], wanted, len(frames))), frames
+                     truncation(info.n_frames, grabbed[0], wanted, len(frames))), frames
 
 
-def _truncation(n_frames: int, grabbed: int, wanted: np.ndarray, n_read: int) -> str:
+def truncation(n_frames: int, grabbed: int, wanted: np.ndarray, n_read: int) -> str:
     """A warning when decoding stopped well before the frames the container lists (a cut or
     damaged file), else ""."""
     last = int(wanted.max()) if wanted.size else -1
@@ -243,7 +250,7 @@ def iter_video(path: Path, *, max_frames: int | None = None,
     capture = _open_video(path)
     try:
         info = _info_from_capture(capture)
-        _check_size(info.width, info.height, max_pixels, "the video frame")
+        check_size(info.width, info.height, max_pixels, "the video frame")
     except BaseException:
         capture.release()
         raise
@@ -304,7 +311,7 @@ def read_image(path: Path, max_pixels: int = 40_000_000) -> np.ndarray:
                          status="too_large") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise MediaError(f"cannot read as an image ({exc.__class__.__name__})") from None
-    _check_size(width, height, max_pixels, "the image")
+    check_size(width, height, max_pixels, "the image")
     # a file far larger than its pixels could need is not an image we should load
     if size > 8 * max_pixels + 2**20:
         raise MediaError(f"the file ({size / 1e6:.0f} MB) is far larger than a {width}x{height} "
@@ -314,7 +321,7 @@ def read_image(path: Path, max_pixels: int = 40_000_000) -> np.ndarray:
     if image is None:
         raise MediaError("cannot decode the image (corrupt or unsupported)")
     if image.shape[0] * image.shape[1] > max_pixels:  # a header that lied
-        _check_size(image.shape[1], image.shape[0], max_pixels, "the decoded image")
+        check_size(image.shape[1], image.shape[0], max_pixels, "the decoded image")
     return image
 
 
@@ -355,13 +362,15 @@ def read_frame_folder(
 def read_media(
     path: Path, kind: str, indices: np.ndarray | None = None, *, count: int = 32,
     fps: float | None = None, max_frames: int = 300, max_pixels: int = 40_000_000,
+    keyframes_only: bool = False,
 ) -> tuple[MediaInfo, list[Frame]]:
-    """The sampled frames of any media item (an image is one frame, index 0)."""
+    """The sampled frames of any media item (an image is one frame, index 0).
+    ``keyframes_only`` applies to videos only."""
     if not path.exists():
         raise MediaError("file not found", status="missing")
     if kind == "video":
         return read_video(path, indices, count=count, fps=fps, max_frames=max_frames,
-                          max_pixels=max_pixels)
+                          max_pixels=max_pixels, keyframes_only=keyframes_only)
     if kind == "image":
         image = read_image(path, max_pixels)
         height, width = image.shape[:2]
