@@ -51,12 +51,14 @@ import numpy as np
 from fakeprobe.classifiers.aggregate import smooth
 from fakeprobe.classifiers.model import Model, check_versions, load_model
 from fakeprobe.classifiers.training import fake_proba
+from fakeprobe.core.config import CONTEXT_MARGIN
+from fakeprobe.core.geometry import CropSpec, template_for
 from fakeprobe.errors import ConfigMismatch, FakeprobeError
-from fakeprobe.extractor.align import align_face, can_recrop, recrop, template_for
-from fakeprobe.extractor.base import Backbone, CropSpec
-from fakeprobe.extractor.config import CONTEXT_MARGIN
 from fakeprobe.evaluation.runs import finite
+from fakeprobe.extractor.align import can_recrop, recrop
+from fakeprobe.extractor.base import Backbone
 from fakeprobe.features.cache import CacheReader, feature_config_differences
+from fakeprobe.features.crops import CropError, row_crops, stored_spec
 
 #: Side of the occluding patch as a share of the crop side, when ``patch`` is not given: 0.2 is
 #: 45 px on a 224 px crop, about an eye or half the mouth (Zeiler & Fergus slid a 50 px grey
@@ -472,28 +474,6 @@ def _check_explainable(videos: dict[str, np.ndarray], i: int) -> None:
                              "explain")
 
 
-def _media_crops(path: str, kind: str, frame_index: np.ndarray, landmarks: np.ndarray,
-                 spec: CropSpec, config) -> np.ndarray:
-    """Crops of ``spec`` re-aligned from the re-read frames with the cached landmarks."""
-    from fakeprobe.errors import MediaError
-    from fakeprobe.extractor.frames import read_media
-
-    wanted = np.unique(frame_index)
-    try:
-        _, frames = read_media(Path(path), kind, wanted, count=config.frames, fps=config.fps,
-                               max_frames=config.max_frames, max_pixels=config.max_pixels)
-    except MediaError as exc:
-        raise FakeprobeError(f"{path}: cannot re-read the frames to cut the model's crops "
-                             f"({exc}); a cache extracted with --keep-crops large enough for "
-                             "every backbone needs no media") from None
-    by_index = {frame.index: frame for frame in frames}
-    lost = [int(i) for i in wanted if int(i) not in by_index]
-    if lost:
-        raise FakeprobeError(f"{path}: frames {lost[:5]} can no longer be decoded")
-    return np.stack([align_face(by_index[int(i)].image, marks, spec)
-                     for i, marks in zip(frame_index, landmarks)])
-
-
 def explain_video(model_path: Path | str | Model, cache_path: Path | str, video_id: str, *,
                   top_k: int = DEFAULT_TOP_K, patch: int | None = None,
                   stride: int | None = None, fill: str = "blur", space: str = DEFAULT_SPACE,
@@ -525,8 +505,7 @@ def explain_video(model_path: Path | str | Model, cache_path: Path | str, video_
         frames = {k: v[rows] for k, v in cache.frames(
             ("frame_index", "timestamp", "track", "has_face", "landmarks")).items()}
         X = np.concatenate([cache.features(name, rows) for name in model.features], axis=1)
-        config = cache.config
-        stored = CropSpec(config.keep_crops, CONTEXT_MARGIN) if cache.has_crops else None
+        stored = stored_spec(cache)
         usable = frames["has_face"] & np.isfinite(X).all(axis=1)
         local = np.flatnonzero(usable)
         if not len(local):
@@ -537,16 +516,12 @@ def explain_video(model_path: Path | str | Model, cache_path: Path | str, video_
         order = np.argsort(-scores, kind="stable")[:top_k]
         chosen = local[order]
         from_cache = stored is not None and scorer.covers(stored)
-        if from_cache:
-            absolute = rows.start + chosen
-            sort = np.argsort(absolute)
-            crops = np.empty((len(chosen), stored.size, stored.size, 3), np.uint8)
-            crops[sort] = cache.crops(absolute[sort])
-            spec = stored
-    if not from_cache:
-        spec = scorer.covering_spec()
-        crops = _media_crops(videos["path"][i], videos["kind"][i], frames["frame_index"][chosen],
-                             frames["landmarks"][chosen], spec, config)
+        spec = stored if from_cache else scorer.covering_spec()
+        try:
+            crops = row_crops(cache, rows.start + chosen, spec, strict=True)[spec]
+        except CropError as exc:
+            raise FakeprobeError(f"{exc}; a cache extracted with --keep-crops large enough for "
+                                 "every backbone needs no media") from None
     aggregation = model.aggregation
     track = frames["track"][local]
     smoothed = np.empty_like(scores)

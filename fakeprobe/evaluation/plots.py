@@ -346,9 +346,9 @@ def face_thumbnails(record: dict[str, Any], wanted: dict[str, list[tuple[int, in
     its stored crops are used where it holds them (video rows), the other faces are re-aligned
     from frames re-read from the items' paths with the cached landmarks.
     """
+    from fakeprobe.core.config import CONTEXT_MARGIN
+    from fakeprobe.core.geometry import CropSpec
     from fakeprobe.errors import FakeprobeError
-    from fakeprobe.extractor.base import CropSpec
-    from fakeprobe.extractor.config import CONTEXT_MARGIN
     from fakeprobe.features.cache import CacheReader
 
     found: dict[str, dict[tuple[int, int], np.ndarray]] = {}
@@ -368,7 +368,7 @@ def face_thumbnails(record: dict[str, Any], wanted: dict[str, list[tuple[int, in
             continue
         try:
             with CacheReader(cache_path) as reader:
-                _cache_thumbnails(reader, missing, size, found, used, notes,
+                _cache_thumbnails(reader, missing, found, used, notes,
                                   CropSpec(size, CONTEXT_MARGIN))
         except FakeprobeError as exc:
             notes.append(str(exc))
@@ -383,66 +383,33 @@ def face_thumbnails(record: dict[str, Any], wanted: dict[str, list[tuple[int, in
     return found, text
 
 
-def _cache_thumbnails(reader, wanted, size, found, used, notes, spec) -> None:
-    from fakeprobe.errors import FakeprobeError
-    from fakeprobe.extractor.align import align_face
-    from fakeprobe.extractor.frames import read_media
+def _cache_thumbnails(reader, wanted, found, used, notes, spec) -> None:
+    from fakeprobe.features.crops import row_crops
 
     videos = reader.videos()
     index = {vid: i for i, vid in enumerate(videos["id"])}
     if not any(vid in index for vid in wanted):
         notes.append(f"{reader.path} holds none of the items")
         return
-    frames = reader.frames(("frame_index", "track", "landmarks", "has_face"))
-    rows: dict[str, dict[tuple[int, int], int]] = {}
-    for vid, keys in wanted.items():
+    frames = reader.frames(("frame_index", "track", "has_face"))
+    keys: list[tuple[str, tuple[int, int]]] = []
+    rows: list[int] = []
+    for vid, asked in wanted.items():
         i = index.get(vid)
         if i is None:
             continue
         start, count = int(videos["row_start"][i]), int(videos["row_count"][i])
-        span = range(start, start + count)
-        lookup = {(int(frames["frame_index"][r]), int(frames["track"][r])): r for r in span
-                  if frames["has_face"][r]}
-        rows[vid] = {key: lookup[key] for key in keys if key in lookup}
-    if reader.has_crops:
-        flat = sorted({r for m in rows.values() for r in m.values()})
-        if flat:
-            crops = reader.crops(np.array(flat))
-            by_row = {r: crops[k] for k, r in enumerate(flat)}
-            for vid, mapping in rows.items():
-                for key, r in mapping.items():
-                    crop = by_row[r]
-                    if crop.any():  # rows of images and faceless rows hold zeros
-                        found.setdefault(vid, {})[key] = _resize(crop, size)
-                        used["stored"] += 1
-    for vid, mapping in rows.items():
-        todo = {k: r for k, r in mapping.items() if k not in found.get(vid, {})}
-        if not todo:
-            continue
-        i = index[vid]
-        path = Path(str(videos["path"][i]))
-        if not path.is_absolute() and not path.exists():
-            path = reader.path.parent / path
-        try:
-            _, images = read_media(path, str(videos["kind"][i]),
-                                   np.array(sorted({k[0] for k in todo}), dtype=np.int64))
-        except FakeprobeError as exc:
-            notes.append(f"{vid}: {exc}")
-            continue
-        by_index = {f.index: f.image for f in images}
-        for key, r in todo.items():
-            image = by_index.get(key[0])
-            marks = frames["landmarks"][r]
-            if image is None or not np.isfinite(marks).all():
-                notes.append(f"{vid}: frame {key[0]} not re-read")
-                continue
-            found.setdefault(vid, {})[key] = align_face(image, marks, spec)
-            used["re-read"] += 1
-
-
-def _resize(crop: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    if crop.shape[0] == size:
-        return crop
-    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+        lookup = {(int(frames["frame_index"][r]), int(frames["track"][r])): r
+                  for r in range(start, start + count) if frames["has_face"][r]}
+        for key in asked:
+            if key in lookup and key not in found.get(vid, {}):
+                keys.append((vid, key))
+                rows.append(lookup[key])
+    # thumbnails may be larger than the stored crops: scaled up rather than re-read
+    got = row_crops(reader, rows, spec, upsample=True)
+    for k, (vid, key) in enumerate(keys):
+        if got.source[k]:
+            found.setdefault(vid, {})[key] = got[spec][k]
+            used["stored" if got.source[k] == "stored" else "re-read"] += 1
+        else:
+            notes.append(f"{vid}: {got.reasons[k]}")

@@ -6,7 +6,7 @@ does that on the crops ``fakeprobe extract --keep-crops N`` stored, with no vide
 
 1. **Data** (:func:`load_crops`): the face rows of the selected, labelled, readable items; their
    stored crops (geometry ``CropSpec(N, CONTEXT_MARGIN)``) are cut to the network's input
-   ``CropSpec(input_size, CONTEXT_MARGIN)`` by :func:`~fakeprobe.extractor.align.recrop`
+   ``CropSpec(input_size, CONTEXT_MARGIN)`` by :func:`~fakeprobe.features.crops.row_crops`
    (shrinking only, unless ``allow_upsample``). Labels: 0 real, 1 fake. Items whose ``method``
    is ``self_blend`` are pseudo-fakes made from real footage (:mod:`fakeprobe.synth.blend`).
 2. **Split** (:func:`split_items`): by ``group`` with ``StratifiedGroupKFold``, never by frame,
@@ -51,27 +51,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from fakeprobe.core.checksums import sha256_file, verify_sha256
+from fakeprobe.core.config import CONTEXT_MARGIN
+from fakeprobe.core.geometry import CropSpec
+from fakeprobe.core.provenance import MODEL_LIBRARIES, NETWORK_LIBRARIES, library_versions
 from fakeprobe.datasets import SELF_BLEND_METHOD
 from fakeprobe.errors import FakeprobeError
-from fakeprobe.extractor.align import can_recrop, recrop
-from fakeprobe.extractor.backbones.finetuned import (
-    EMBEDDING_LAYER,
-    FINETUNED_FORMAT,
-    METADATA_NAME,
-    SCORE_LAYER,
-)
-from fakeprobe.extractor.backbones.imagenet import (
-    EFFICIENTNET_LITE0,
-    MOBILENET_V2,
-    PortedSpec,
-    StateDict,
-    default_weights_path,
-    verify_sha256,
-)
-from fakeprobe.extractor.base import CropSpec
-from fakeprobe.extractor.config import CONTEXT_MARGIN
-from fakeprobe.extractor.torch_reader import sha256_file
+from fakeprobe.extractor.align import can_recrop
+from fakeprobe.extractor.backbones.finetuned import (EMBEDDING_LAYER, FINETUNED_FORMAT,
+                                                     METADATA_NAME, SCORE_LAYER)
+from fakeprobe.extractor.backbones.imagenet import (EFFICIENTNET_LITE0, MOBILENET_V2, PortedSpec,
+                                                    StateDict, default_weights_path)
 from fakeprobe.features.cache import CacheReader
+from fakeprobe.features.crops import CropError, row_crops
 from fakeprobe.fileio import atomic_path, write_text
 
 #: Networks that can be fine-tuned: the offline ImageNet ports.
@@ -362,17 +354,13 @@ def load_crops(cache_path: Path | str, selection=None, input_size: int | None = 
         positions = sorted(rows_of)
         if not positions:
             raise FinetuneError(f"{cache.path}: no labelled item with a face is selected")
-        n = sum(len(rows_of[p]) for p in positions)
-        crops = np.empty((n, spec.size, spec.size, 3), np.uint8)
-        item = np.empty(n, np.int64)
-        offset = 0
-        for k, position in enumerate(positions):
-            rows = rows_of[position]
-            block = cache.crops(slice(int(rows[0]), int(rows[-1]) + 1))[rows - rows[0]]
-            crops[offset:offset + len(rows)] = (block if spec == stored
-                                                else recrop(block, stored, spec))
-            item[offset:offset + len(rows)] = k
-            offset += len(rows)
+        item = np.concatenate([np.full(len(rows_of[p]), k, np.int64)
+                               for k, p in enumerate(positions)])
+        try:
+            crops = row_crops(cache, np.concatenate([rows_of[p] for p in positions]), spec,
+                              media=False, upsample=True, strict=True)[spec]
+        except CropError as exc:
+            raise FinetuneError(f"{exc}; fine-tuning trains on stored crops only") from None
     pick = np.asarray(positions)
     return CropSet(
         crops=crops, item=item, ids=videos["id"][pick].astype(str),
@@ -637,20 +625,7 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 
 
 def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    from fakeprobe.classifiers.model import library_versions
-
-    def installed(*distributions: str) -> str:
-        for name in distributions:
-            try:
-                return metadata.version(name)
-            except metadata.PackageNotFoundError:
-                continue
-        return ""
-
-    return {**library_versions(), "tensorflow": installed("tensorflow", "tensorflow-cpu"),
-            "keras": installed("keras")}
+    return library_versions({**MODEL_LIBRARIES, **NETWORK_LIBRARIES})
 
 
 # --------------------------------------------------------------------------------------------
@@ -678,7 +653,7 @@ def finetune(cache_path: Path | str, out_path: Path | str, config: FinetuneConfi
     from fakeprobe.classifiers.data import Selection
     from fakeprobe.classifiers.heads import balanced_weights
     from fakeprobe.classifiers.model import cache_fingerprint
-    from fakeprobe.extractor.tf_utils import import_tensorflow, resolve_device
+    from fakeprobe.core.tf import import_tensorflow, resolve_device
     from fakeprobe.features.cache import _interrupts_deferred
 
     reporter: Reporter
