@@ -141,9 +141,9 @@ def load_rows(work: Path, k: int):
 def warm_backbones(names, sizes=(1, BATCH)) -> dict:
     """Backbones loaded and run once per batch size: the first call traces the graph, the first
     call of a size sets up its kernels (one second more for mobilenet-v2 at 32)."""
-    from fakeprobe.extractor.components import BACKBONES
+    from fakeprobe.extractor.backbones.load import load_backbone
 
-    backbones = {n: BACKBONES.create(n, batch_size=BATCH) for n in names}
+    backbones = {n: load_backbone(n, batch_size=BATCH) for n in names}
     for backbone, n in ((b, n) for b in backbones.values() for n in sizes):
         backbone.embed(np.zeros((n, backbone.crop.size, backbone.crop.size, 3), np.uint8))
     return backbones

@@ -16,7 +16,9 @@ from fakeprobe.classifiers import api
 from fakeprobe.classifiers.aggregate import Aggregation, smooth
 from fakeprobe.classifiers.model import load_model
 from fakeprobe.cli import app
-from fakeprobe.errors import FakeprobeError
+from fakeprobe.core.config import ExtractorConfig
+from fakeprobe.core.geometry import CropSpec, template_for
+from fakeprobe.errors import ConfigMismatch, FakeprobeError
 from fakeprobe.evaluation import explain as ex
 from fakeprobe.extractor.align import template_for
 from fakeprobe.extractor.base import CropSpec
@@ -232,7 +234,7 @@ def test_a_backbone_with_other_weights_is_refused(world):
     configs = model.provenance["feature_configs"]
     model.provenance["feature_configs"] = {"test-grey": {**configs["test-grey"], "dim": 7}}
     scorer = ex.ModelScorer(model)
-    with pytest.raises(FakeprobeError, match="differs from the one the model was trained"):
+    with pytest.raises(ConfigMismatch, match=r"'test-grey' here differs .* \(dim: 7 vs 1;"):
         scorer.backbone("test-grey")
 
 

@@ -53,11 +53,11 @@ from fakeprobe.classifiers.model import Model, check_versions, load_model
 from fakeprobe.classifiers.training import fake_proba
 from fakeprobe.core.config import CONTEXT_MARGIN
 from fakeprobe.core.geometry import CropSpec, template_for
-from fakeprobe.errors import ConfigMismatch, FakeprobeError
+from fakeprobe.errors import FakeprobeError
 from fakeprobe.evaluation.runs import finite
 from fakeprobe.extractor.align import can_recrop, recrop
 from fakeprobe.extractor.base import Backbone
-from fakeprobe.features.cache import CacheReader, feature_config_differences
+from fakeprobe.features.cache import CacheReader
 from fakeprobe.features.crops import CropError, row_crops, stored_spec
 
 #: Side of the occluding patch as a share of the crop side, when ``patch`` is not given: 0.2 is
@@ -243,18 +243,12 @@ class ModelScorer:
 
     def backbone(self, name: str) -> Backbone:
         if name not in self._backbones:
-            from fakeprobe.extractor.components import BACKBONES
+            from fakeprobe.extractor.backbones.load import load_backbone
 
-            backbone = BACKBONES.create(name, device=self.device, weights=self.weights.get(name),
-                                        batch_size=self.batch_size)
-            trained = self.model.provenance["feature_configs"][name]
-            differences = feature_config_differences(trained, backbone.config())
-            if differences or backbone.crop != self.specs[name]:
-                detail = "; ".join(differences) or f"crop {self.specs[name]} vs {backbone.crop}"
-                raise ConfigMismatch(f"backbone {name!r} here differs from the one the model was "
-                                     f"trained with ({detail}; model vs here): pass the same "
-                                     "weights (--weights NAME=PATH)")
-            self._backbones[name] = backbone
+            self._backbones[name] = load_backbone(
+                name, weights=self.weights.get(name), device=self.device,
+                batch_size=self.batch_size,
+                expected=self.model.provenance["feature_configs"][name])
         return self._backbones[name]
 
     def covers(self, spec: CropSpec) -> bool:

@@ -335,6 +335,7 @@ def _face_crops(cache_path: Path, item_id: str, points: list[dict[str, Any]]) ->
     import cv2
 
     from fakeprobe.features.cache import CacheReader
+    from fakeprobe.features.crops import row_crops, stored_spec
 
     with CacheReader(cache_path) as cache:
         if not cache.has_crops:
@@ -350,11 +351,11 @@ def _face_crops(cache_path: Path, item_id: str, points: list[dict[str, Any]]) ->
                  enumerate(zip(frames["frame_index"][rows], frames["track"][rows]))}
         wanted = [where[(p["frame"], p["track"])] for p in points
                   if (p["frame"], p["track"]) in where]
-        if not wanted:
+        spec = stored_spec(cache)
+        if not wanted or spec is None:
             return []
-        order = np.argsort(wanted)
-        crops = np.empty((len(wanted),) + cache.crops(slice(0, 1)).shape[1:], np.uint8)
-        crops[order] = cache.crops(np.asarray(wanted)[order])
+        got = row_crops(cache, wanted, spec, media=False)
+        crops = got[spec][got.ok]
     out = []
     for crop in crops:  # crops are RGB
         ok, data = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
