@@ -26,14 +26,14 @@ import pytest
 from conftest import write_video
 from typer.testing import CliRunner
 
-from fakeprobe.classifiers import api
+from fakeprobe import app as api
 from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.classifiers.data import Selection
 from fakeprobe.cli import app
+from fakeprobe.core.config import ExtractorConfig
 from fakeprobe.evaluation.plots import face_thumbnails
 from fakeprobe.evaluation.report import SECTIONS, in_domain, write_report
 from fakeprobe.evaluation.runs import run_record, save_run
-from fakeprobe.extractor.config import ExtractorConfig
 from fakeprobe.features import cache as fcache
 
 runner = CliRunner()
@@ -410,7 +410,7 @@ def ffpp_c40_cache(shared_data, tmp_path_factory) -> Path:
             for r in (real, fake):
                 writer.writerow([shared_data / r["path"], r["label"], group, r["dataset"],
                                  r["method"]])
-    from fakeprobe.extractor.pipeline import extract
+    from fakeprobe.pipeline.run import extract
 
     cache = folder / "ffpp.h5"
     summary = extract([manifest], cache, ExtractorConfig(frames=6, keep_crops=64,
@@ -439,18 +439,31 @@ def test_report_of_real_ffpp_videos(ffpp_c40_cache, tmp_path):
 
 
 def test_timelines_draw_the_series_the_run_smoothed():
-    """A run that smoothed before aggregating shows that smoothed series; one that did not,
-    the raw frame scores only."""
-    from fakeprobe.classifiers.aggregate import smooth
+    """A run that smoothed before aggregating shows that smoothed series (values worked out by
+    hand from the record's settings, or the aggregation defaults: window 5, alpha 0.3); one
+    that did not, the raw frame scores only."""
     from fakeprobe.evaluation import plots
-    from fakeprobe.evaluation.report import _smoothed
+    from fakeprobe.evaluation.report_figures import _smoothed
 
     scores = np.array([0.1, 0.9, 0.1, 0.9, 0.1])
     assert _smoothed(scores, {"aggregation": {"smoothing": "none"}}) is None
+    assert _smoothed(scores, {}) is None
     moving = _smoothed(scores, {"aggregation": {"smoothing": "moving", "window": 3}})
-    np.testing.assert_allclose(moving, smooth(scores, "moving", 3))
+    # centred mean of 3, shrinking at the ends: (.1+.9)/2, (.1+.9+.1)/3, (.9+.1+.9)/3, ...
+    np.testing.assert_allclose(moving, [0.5, 1.1 / 3, 1.9 / 3, 1.1 / 3, 0.5])
+    np.testing.assert_allclose(  # window 5 when the record names none
+        _smoothed(scores, {"aggregation": {"smoothing": "moving"}}),
+        [1.1 / 3, 2.0 / 4, 2.1 / 5, 2.0 / 4, 1.1 / 3])
+    # s_t = alpha p_t + (1 - alpha) s_{t-1}, s_0 = p_0
+    np.testing.assert_allclose(
+        _smoothed(scores, {"aggregation": {"smoothing": "exponential", "alpha": 0.5}}),
+        [0.1, 0.5, 0.3, 0.6, 0.35])
+    np.testing.assert_allclose(  # alpha 0.3 when the record names none
+        _smoothed(scores, {"aggregation": {"smoothing": "exponential"}}),
+        [0.1, 0.34, 0.268, 0.4576, 0.35032])
     info = {"id": "v", "label": "fake", "score": 0.5, "threshold": 0.4}
     x = np.arange(5, dtype=float)
-    for smoothed in (None, moving):
-        png = plots.timeline(info, {0: (x, scores, smoothed)}, "frame index", 0.4, [])
-        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    pngs = [plots.timeline(info, {0: (x, scores, smoothed)}, "frame index", 0.4, [])
+            for smoothed in (None, moving)]
+    assert all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in pngs)
+    assert pngs[0] != pngs[1]  # the smoothed line is drawn
