@@ -9,8 +9,8 @@ import numpy as np
 
 def net_outputs(path: Path, crops: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(embedding, P(fake)) of every crop through a fine-tuned ``.keras`` file."""
+    from fakeprobe.core.tf import import_tensorflow
     from fakeprobe.extractor.backbones.finetuned import EMBEDDING_LAYER, SCORE_LAYER
-    from fakeprobe.extractor.tf_utils import import_tensorflow
 
     tf = import_tensorflow()
     net = tf.keras.models.load_model(path, compile=False, safe_mode=True)

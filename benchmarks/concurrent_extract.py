@@ -151,7 +151,7 @@ def main() -> None:
               file=sys.stderr, flush=True)
     held = sum(r["held"] for r in results)
     refused = sum("refused" in r["outcome"] for r in results)
-    from fakeprobe.evaluation.runs import environment
+    from fakeprobe.core.provenance import environment
 
     result = {"benchmark": "concurrent_extract", "environment": environment(),
               "trials": args.trials, "held": held,

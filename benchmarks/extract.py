@@ -37,16 +37,16 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from importlib import metadata
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 import fakeprobe
+from fakeprobe.core.config import ExtractorConfig
+from fakeprobe.core.geometry import CropSpec
+from fakeprobe.core.provenance import installed
 from fakeprobe.datasets import Discovery, MediaItem, discover
-from fakeprobe.extractor.base import CropSpec
-from fakeprobe.extractor.config import ExtractorConfig
 from fakeprobe.extractor.frames import Frame, read_media, sample_indices
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,7 +150,7 @@ def warm_backbones(names, sizes=(1, BATCH)) -> dict:
 
 
 def warm_detector(config: ExtractorConfig):
-    from fakeprobe.extractor.pipeline import make_detector
+    from fakeprobe.pipeline.steps import make_detector
 
     detector = make_detector(config)
     detector.detect(np.zeros((240, 320, 3), np.uint8))  # creates its model: outside the timing
@@ -169,7 +169,7 @@ def decode(items, config, work, clock, counts, args) -> dict:
 
 
 def detect(items, config, work, clock, counts, args) -> dict:
-    from fakeprobe.extractor.pipeline import detect_rows
+    from fakeprobe.pipeline.steps import detect_rows
 
     detector = warm_detector(config)
     for k in range(len(items)):
@@ -183,7 +183,7 @@ def detect(items, config, work, clock, counts, args) -> dict:
 
 def align(items, config, work, clock, counts, args) -> dict:
     """Aligns to the ``--crop SIZE:MARGIN`` geometries (those of the backbones' ``embed`` runs)."""
-    from fakeprobe.extractor.pipeline import align_rows
+    from fakeprobe.pipeline.steps import align_rows
 
     specs = {CropSpec(int(s), float(m)) for s, m in (c.split(":") for c in args.crop)}
     for k in range(len(items)):
@@ -196,7 +196,7 @@ def align(items, config, work, clock, counts, args) -> dict:
 
 
 def embed(items, config, work, clock, counts, args) -> dict:
-    from fakeprobe.extractor.pipeline import align_rows
+    from fakeprobe.pipeline.steps import align_rows
 
     (backbone,) = warm_backbones(config.backbones).values()
     crops = []
@@ -213,7 +213,7 @@ def embed(items, config, work, clock, counts, args) -> dict:
 
 
 def baseline(items, config, work, clock, counts, args) -> dict:
-    from fakeprobe.extractor.pipeline import align_rows, detect_rows
+    from fakeprobe.pipeline.steps import align_rows, detect_rows
 
     detector, backbones = warm_detector(config), warm_backbones(config.backbones, sizes=(1,))
     specs = {b.crop for b in backbones.values()}
@@ -232,7 +232,7 @@ def baseline(items, config, work, clock, counts, args) -> dict:
 
 def e2e(items, config, work, clock, counts, args) -> dict:
     """The threaded pipeline into a temporary cache, its models loaded beforehand."""
-    from fakeprobe.extractor.pipeline import Extractor
+    from fakeprobe.pipeline.run import Extractor
 
     extractor = Extractor(config, workers=args.workers, batch_size=BATCH)
     extractor.backbones.update(warm_backbones(config.backbones))
@@ -346,9 +346,7 @@ def machine_and_versions() -> dict:
         return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(key)), "")
 
     def version(dist: str) -> str | None:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            return metadata.version(dist)
-        return None
+        return installed(dist) or None
 
     return {"machine": {"cpu": first("/proc/cpuinfo", "model name") or platform.processor(),
                         "cores": os.cpu_count(), "os": platform.platform(),

@@ -39,12 +39,12 @@ import numpy as np
 
 from fakeprobe.classifiers.data import Selection
 from fakeprobe.classifiers.heads import fit_head, new_head
-from fakeprobe.classifiers.training import fake_proba
 from fakeprobe.datasets import SELF_BLEND_METHOD
+from fakeprobe.training.cv import fake_proba
 from _nets import item_mean, net_outputs
 from _output import emit
-from fakeprobe.evaluation.metrics import binary_metrics, fmt
-from fakeprobe.evaluation.runs import environment
+from fakeprobe.classifiers.metrics import binary_metrics, fmt
+from fakeprobe.core.provenance import environment
 from fakeprobe.extractor.finetune import FinetuneConfig, finetune, load_crops, sidecar_path
 
 FF_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")

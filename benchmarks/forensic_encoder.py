@@ -95,7 +95,7 @@ class Run:
         return recipe(**dict(self.overrides))
 
     def extractor(self, **fields):
-        from fakeprobe.extractor.config import ExtractorConfig
+        from fakeprobe.core.config import ExtractorConfig
 
         return ExtractorConfig(detector=self.detector, **fields)
 
@@ -115,7 +115,8 @@ def _log(text: str) -> None:
 
 def stage_cache(run: Run) -> dict[str, Path]:
     """The face crops (with a self-blend of every real) and the videos, crops stored."""
-    from fakeprobe.extractor.pipeline import SelfBlend, extract
+    from fakeprobe.pipeline.run import extract
+    from fakeprobe.pipeline.steps import SelfBlend
     from fakeprobe.synth.blend import BlendConfig
 
     faces, videos = run.workdir / "faces.h5", run.workdir / "videos.h5"
@@ -220,8 +221,8 @@ def score_features(X_faces: np.ndarray, faces: Items, split: dict, X_videos: np.
     from _nets import item_mean
 
     from fakeprobe.classifiers.heads import fit_head, new_head
-    from fakeprobe.classifiers.training import fake_proba
     from fakeprobe.datasets import SELF_BLEND_METHOD
+    from fakeprobe.training.cv import fake_proba
 
     pseudo = faces.methods == SELF_BLEND_METHOD
     held = np.isin(faces.groups, split["holdout"])
@@ -306,9 +307,9 @@ def stage_score(run: Run, caches: dict[str, Path], split: dict) -> dict:
 def stage_frozen(run: Run, caches: dict[str, Path], split: dict) -> dict:
     """A frozen baseline (``run.frozen``) under the same protocol, from the stored crops."""
     from fakeprobe.classifiers.data import load_frames
-    from fakeprobe.extractor.config import ExtractorConfig
-    from fakeprobe.extractor.pipeline import extract
+    from fakeprobe.core.config import ExtractorConfig
     from fakeprobe.features.cache import CacheReader
+    from fakeprobe.pipeline.run import extract
 
     feature = run.frozen
     path = run.workdir / f"scores-{feature}.json"
@@ -335,10 +336,10 @@ def stage_frozen(run: Run, caches: dict[str, Path], split: dict) -> dict:
 def stage_cost(run: Run, caches: dict[str, Path], n: int = 512) -> dict:
     """Seconds per face crop of each encoder's network alone (stored crops, batches of 32,
     after one warm-up batch), on this machine."""
+    from fakeprobe.core.config import CONTEXT_MARGIN
+    from fakeprobe.core.geometry import CropSpec
     from fakeprobe.extractor.align import recrop
-    from fakeprobe.extractor.base import CropSpec
     from fakeprobe.extractor.components import BACKBONES
-    from fakeprobe.extractor.config import CONTEXT_MARGIN
     from fakeprobe.features.cache import CacheReader
 
     with CacheReader(caches["faces"]) as cache:
@@ -379,11 +380,11 @@ def stage_export(run: Run, caches: dict[str, Path], split: dict, scores: dict) -
     the ordinary pipeline (``extract -b forensic``, ``fit``, ``evaluate``)."""
     from fakeprobe.classifiers.api import Protocol, evaluate, fit
     from fakeprobe.classifiers.data import Selection
+    from fakeprobe.core.checksums import sha256_file
+    from fakeprobe.core.config import ExtractorConfig
     from fakeprobe.extractor.backbones.forensic import WEIGHTS_FILE, export
-    from fakeprobe.extractor.config import ExtractorConfig
-    from fakeprobe.extractor.pipeline import extract
-    from fakeprobe.extractor.torch_reader import sha256_file
     from fakeprobe.features.cache import CacheReader
+    from fakeprobe.pipeline.run import extract
     from fakeprobe.weights import BUNDLED_MODEL_FILE
 
     run.weights_dir.mkdir(parents=True, exist_ok=True)
@@ -494,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _environment() -> dict:
-    from fakeprobe.evaluation.runs import environment
+    from fakeprobe.core.provenance import environment
 
     return environment()
 

@@ -22,7 +22,6 @@ import json
 import platform
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +29,9 @@ import numpy as np
 from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.classifiers.data import FrameData
 from fakeprobe.classifiers.heads import fit_head, new_head
-from fakeprobe.classifiers.training import cross_validate, fake_proba, grouped_folds
-from fakeprobe.evaluation.resources import measure
+from fakeprobe.core.provenance import installed
+from fakeprobe.core.resources import measure
+from fakeprobe.training.cv import cross_validate, fake_proba, grouped_folds
 
 FRAMES_PER_VIDEO = 32
 TARGET_COMPARE_SECONDS = 60.0
@@ -104,12 +104,8 @@ def machine() -> dict:
 
     import psutil
 
-    versions = {}
-    for dist in ("fakeprobe", "numpy", "scikit-learn", "xgboost-cpu", "xgboost", "scipy"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
+    versions = {dist: version for dist in ("fakeprobe", "numpy", "scikit-learn", "xgboost-cpu",
+                                           "xgboost", "scipy") if (version := installed(dist))}
     return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(
         psutil.virtual_memory().total / 2**30, 1), "os": platform.platform(),
         "python": platform.python_version(), "versions": versions,

@@ -43,11 +43,11 @@ import numpy as np
 
 from fakeprobe.classifiers.api import Protocol
 from fakeprobe.classifiers.data import FrameData, Selection, load_frames
-from fakeprobe.classifiers.training import EvalReport, cross_validate, grouped_folds, train_test
 from fakeprobe.datasets import SELF_BLEND_METHOD
+from fakeprobe.training.cv import EvalReport, cross_validate, grouped_folds, train_test
 from _output import emit
-from fakeprobe.evaluation.metrics import binary_metrics, fmt
-from fakeprobe.evaluation.runs import environment
+from fakeprobe.classifiers.metrics import binary_metrics, fmt
+from fakeprobe.core.provenance import environment
 from fakeprobe.features.cache import CacheReader
 
 BACKBONES = ("mobilenet-v2", "efficientnet-lite0", "cnn-stats", "srm", "face-context",

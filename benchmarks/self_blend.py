@@ -36,10 +36,10 @@ import numpy as np
 
 from fakeprobe.classifiers.api import Protocol
 from fakeprobe.classifiers.data import FrameData, load_frames
-from fakeprobe.classifiers.training import cross_validate, grouped_folds, train_test
+from fakeprobe.training.cv import cross_validate, grouped_folds, train_test
 from _output import emit
-from fakeprobe.evaluation.metrics import fmt
-from fakeprobe.evaluation.runs import environment
+from fakeprobe.classifiers.metrics import fmt
+from fakeprobe.core.provenance import environment
 from fakeprobe.features.cache import CacheReader
 
 CONDITIONS = ("true", "self-blend", "both")

@@ -229,7 +229,7 @@ def main() -> None:
     if not videos:
         raise SystemExit(f"{args.data / FFPP_C40}: no FF++ c40 video")
     video = videos[0]
-    from fakeprobe.evaluation.runs import environment
+    from fakeprobe.core.provenance import environment
 
     from importlib.metadata import version
 

@@ -20,8 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from fakeprobe import __version__
+from fakeprobe.core.config import DEFAULT_BACKBONE, MAX_SAMPLED_FRAMES
 from fakeprobe.errors import FakeprobeError
-from fakeprobe.extractor.config import DEFAULT_BACKBONE, MAX_SAMPLED_FRAMES
 
 app = typer.Typer(
     name="fakeprobe",
@@ -301,9 +301,9 @@ def extract(
     existing cache, the sampling, detection and crop options not given (and --backbone) are
     the cache's own.
     """
-    from fakeprobe.extractor.config import ExtractorConfig
-    from fakeprobe.extractor.pipeline import SelfBlend
-    from fakeprobe.extractor.pipeline import extract as run_extract
+    from fakeprobe.core.config import ExtractorConfig
+    from fakeprobe.pipeline.run import extract as run_extract
+    from fakeprobe.pipeline.steps import SelfBlend
 
     if fps is not None and getattr(ctx.get_parameter_source("frames"), "name", "") != "DEFAULT":
         raise typer.BadParameter("--frames and --fps are two ways to sample; give one (with "
@@ -520,7 +520,8 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Counts per label, dataset, method and status, the feature sets and the extractor config."""
-    from fakeprobe.features.cache import READ_STATUSES, CacheReader, summarize
+    from fakeprobe.core.schema import READ_STATUSES
+    from fakeprobe.features.cache import CacheReader, summarize
 
     summary = summarize(cache)
     with CacheReader(cache) as reader:  # items read with a caveat, e.g. a truncated video
@@ -575,8 +576,8 @@ def components(
 ) -> None:
     """List the detectors and backbones, and which can run on this machine; and the
     detector bundled with fakeprobe (what `predict` uses with no --model)."""
+    from fakeprobe.classifiers.model import bundled_model_info
     from fakeprobe.extractor.components import BACKBONES, DETECTORS
-    from fakeprobe.weights import bundled_model_info
 
     data = {}
     for kind, registry in (("detector", DETECTORS), ("backbone", BACKBONES)):
@@ -697,7 +698,7 @@ def _protocol(cv, holdout, eval_cache, search, seed, smote=False, train_dataset=
     from fakeprobe.classifiers.api import TRAIN_FAKES, Protocol
     from fakeprobe.classifiers.data import Selection
 
-    from fakeprobe.classifiers.training import SEARCH_MODES
+    from fakeprobe.training.search import SEARCH_MODES
 
     if search not in (None, *SEARCH_MODES):
         raise typer.BadParameter(f"use {', '.join(SEARCH_MODES)}", param_hint="--search")
@@ -750,7 +751,7 @@ def _metrics_table(reports, title: str) -> list[Table]:
     """Two compact tables: ranking metrics and cost, then the metrics at the threshold."""
     from rich import box
 
-    from fakeprobe.evaluation.metrics import fmt
+    from fakeprobe.classifiers.metrics import fmt
 
     def table(heading: str, columns: list[str]) -> Table:
         t = Table(title=heading, box=box.SIMPLE_HEAD, pad_edge=False)
@@ -1089,10 +1090,10 @@ def explain(
 def _explanations(record: dict, run: Path, model: Path | None, cache: Path | None, n: int
                   ) -> list[tuple[str, bytes]]:
     """(title, PNG) occlusion explanations of the ``n`` most fake-scored items of the cache."""
+    from fakeprobe.classifiers.model import load_model
     from fakeprobe.errors import FakeprobeError
     from fakeprobe.evaluation.explain import (ModelScorer, explain_video, render_explanation,
                                               top_scoring)
-    from fakeprobe.classifiers.model import load_model
 
     model_path = model or (run if record.get("model") else None)
     if model_path is None:

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
+from fakeprobe.core.schema import IMAGE_SUFFIXES, VIDEO_SUFFIXES, media_kind
 from fakeprobe.errors import LayoutError
-from fakeprobe.extractor.frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES, media_kind
 
 #: Metadata and manifest files larger than this are refused (the largest DFDC part's
 #: metadata.json is about 1 MB; a manifest of a million rows about 100 MB).

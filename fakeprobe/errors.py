@@ -7,6 +7,12 @@ class FakeprobeError(Exception):
     """Base class of every error fakeprobe raises on purpose."""
 
 
+class ConfigError(FakeprobeError, ValueError):
+    """An invalid configuration or argument: a value out of range or of the wrong type, an
+    unknown choice, options that conflict. A ``ValueError`` too, so callers that catch that
+    keep working."""
+
+
 class UnknownComponent(FakeprobeError):
     """A detector, backbone or head name that no registry holds."""
 

@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fakeprobe.extractor.base import CropSpec, Detector, Face
+from fakeprobe.core.geometry import CropSpec
+from fakeprobe.extractor.base import Detector, Face
 from fakeprobe.extractor.components import BACKBONES, DETECTORS
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -100,7 +101,7 @@ if "test-blob" not in DETECTORS.names():
 @pytest.fixture()
 def stub_config():
     """An extractor config using the stubs, 6 frames per video."""
-    from fakeprobe.extractor.config import ExtractorConfig
+    from fakeprobe.core.config import ExtractorConfig
 
     return ExtractorConfig(frames=6, detector="test-blob", backbones=("test-colour",))
 

@@ -7,7 +7,7 @@ import pytest
 from sklearn import metrics as skm
 
 from fakeprobe.classifiers.aggregate import Aggregation, smooth
-from fakeprobe.evaluation.metrics import binary_metrics, equal_error_rate, youden_threshold
+from fakeprobe.classifiers.metrics import binary_metrics, equal_error_rate, youden_threshold
 
 
 P = np.array([0.1, 0.3, 0.5, 0.7, 0.9, 0.9, 0.1, 0.5])

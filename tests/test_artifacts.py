@@ -11,22 +11,14 @@ import cv2
 import numpy as np
 import pytest
 
+from fakeprobe.core.config import CONTEXT_MARGIN
+from fakeprobe.core.geometry import template_for
 from fakeprobe.errors import FakeprobeError
-from fakeprobe.extractor.align import template_for
-from fakeprobe.extractor.backbones.artifacts import (
-    ARTIFACT_CROP,
-    FILTER_REACH,
-    INNER_ERODE_112,
-    REGION_STATS,
-    RING_GAP_112,
-    SRM_RESIDUALS,
-    FaceContextBackbone,
-    SrmBackbone,
-    context_masks,
-    cooccurrence_orbits,
-)
+from fakeprobe.extractor.backbones.artifacts import (ARTIFACT_CROP, FILTER_REACH, INNER_ERODE_112,
+                                                     REGION_STATS, RING_GAP_112, SRM_RESIDUALS,
+                                                     FaceContextBackbone, SrmBackbone,
+                                                     context_masks, cooccurrence_orbits)
 from fakeprobe.extractor.components import BACKBONES
-from fakeprobe.extractor.config import CONTEXT_MARGIN
 
 SIZE = ARTIFACT_CROP.size  # 224
 STAT = {name: k for k, name in enumerate(REGION_STATS)}  # index of a statistic in a region block

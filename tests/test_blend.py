@@ -6,17 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fakeprobe.extractor.align import ARCFACE_TEMPLATE_112
-from fakeprobe.synth.blend import (
-    BlendConfig,
-    BlendParams,
-    draw_params,
-    face_mask,
-    face_size,
-    identity_params,
-    self_blend,
-    transform_source,
-)
+from fakeprobe.core.geometry import ARCFACE_TEMPLATE_112
+from fakeprobe.synth.blend import (BlendConfig, BlendParams, draw_params, face_mask, face_size,
+                                   identity_params, self_blend, transform_source)
 
 KINDS = ("hull", "ellipse")
 

@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
+from fakeprobe.core.config import ExtractorConfig
 from fakeprobe.errors import CacheError, ConfigMismatch, SchemaMismatch
-from fakeprobe.extractor.config import ExtractorConfig
 from fakeprobe.features import cache as fcache
 
 

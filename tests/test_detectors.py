@@ -16,20 +16,12 @@ import cv2
 import numpy as np
 import pytest
 
+from fakeprobe.core.checksums import sha256_file
 from fakeprobe.errors import FakeprobeError, WeightsError
 from fakeprobe.extractor.base import DETECTORS, Face
-from fakeprobe.extractor.detectors import (
-    DLIB_SHAPE_SHA256,
-    MTCNN_SHA256,
-    YUNET_SHA256,
-    YuNetDetector,
-    _ShrinkingDetector,
-    box_iou,
-    dlib_five_to_landmarks,
-    link_tracks,
-    select_largest,
-    sha256_file,
-)
+from fakeprobe.extractor.detectors import (DLIB_SHAPE_SHA256, MTCNN_SHA256, YUNET_SHA256,
+                                           YuNetDetector, _ShrinkingDetector, box_iou,
+                                           dlib_five_to_landmarks, link_tracks, select_largest)
 
 #: Two FFHQ photos (1024x1024) with one frontal face each.
 PHOTOS = ("0.jpg", "10.jpg")

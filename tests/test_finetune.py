@@ -17,24 +17,16 @@ import pytest
 from conftest import write_video
 from typer.testing import CliRunner
 
+from fakeprobe.core.config import CONTEXT_MARGIN, ExtractorConfig
+from fakeprobe.core.geometry import CropSpec
 from fakeprobe.errors import ConfigMismatch, FakeprobeError
 from fakeprobe.extractor.align import recrop
-from fakeprobe.extractor.base import CropSpec
 from fakeprobe.extractor.components import BACKBONES
-from fakeprobe.extractor.config import CONTEXT_MARGIN, ExtractorConfig
-from fakeprobe.extractor.finetune import (
-    AugmentConfig,
-    FinetuneConfig,
-    FinetuneError,
-    SilentReporter,
-    checkpoint_dir,
-    finetune,
-    load_crops,
-    sidecar_path,
-    split_items,
-)
-from fakeprobe.extractor.pipeline import extract
+from fakeprobe.extractor.finetune import (AugmentConfig, FinetuneConfig, FinetuneError,
+                                          SilentReporter, checkpoint_dir, finetune, load_crops,
+                                          sidecar_path, split_items)
 from fakeprobe.features import cache as fcache
+from fakeprobe.pipeline.run import extract
 
 STORED = 64  # --keep-crops of the test cache
 #: The settings of the shared run: small, fast, every part of the network trained.
@@ -187,7 +179,7 @@ def test_the_model_loads_as_the_finetuned_backbone(trained, crop_cache):
     assert np.isfinite(vectors).all()
     config = backbone.config()
     assert config["name"] == "finetuned" and config["crop_size"] == 64
-    from fakeprobe.extractor.torch_reader import sha256_file
+    from fakeprobe.core.checksums import sha256_file
 
     assert config["weights_sha256"] == sha256_file(out)
     with pytest.raises(FakeprobeError, match="--weights finetuned="):
@@ -196,7 +188,7 @@ def test_the_model_loads_as_the_finetuned_backbone(trained, crop_cache):
 
 def test_extract_adds_finetuned_features_from_stored_crops(trained, crop_cache, tmp_path,
                                                            monkeypatch):
-    from fakeprobe.extractor import pipeline
+    from fakeprobe.pipeline import run as pipeline
 
     _, out = trained
     cache = tmp_path / "c.h5"

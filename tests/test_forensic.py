@@ -20,11 +20,11 @@ import pytest
 from typer.testing import CliRunner
 
 from fakeprobe.cli import app
+from fakeprobe.core.checksums import sha256_file
+from fakeprobe.core.config import CONTEXT_MARGIN, ExtractorConfig
 from fakeprobe.errors import WeightsError
 from fakeprobe.extractor.components import BACKBONES
-from fakeprobe.extractor.config import CONTEXT_MARGIN, ExtractorConfig
 from fakeprobe.extractor.finetune import FinetuneConfig
-from fakeprobe.extractor.torch_reader import sha256_file
 from fakeprobe.features.cache import CacheReader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,8 +132,8 @@ def _write_crops(root: Path) -> Path:
 
 
 def test_face_crop_mode_keeps_every_image_as_one_face(tmp_path):
-    from fakeprobe.extractor.align import ARCFACE_TEMPLATE_112
-    from fakeprobe.extractor.pipeline import extract
+    from fakeprobe.core.geometry import ARCFACE_TEMPLATE_112
+    from fakeprobe.pipeline.run import extract
 
     manifest = _write_crops(tmp_path / "in")
     plain = ExtractorConfig(frames=1, backbones=("spectrum",))
@@ -238,7 +238,7 @@ def test_the_recipe_runs_end_to_end_on_a_tiny_set(tmp_path):
 
 
 def test_components_names_the_bundled_detector_and_forensic_is_the_default():
-    from fakeprobe.extractor.config import DEFAULT_BACKBONE, ExtractorConfig
+    from fakeprobe.core.config import DEFAULT_BACKBONE, ExtractorConfig
 
     result = CliRunner().invoke(app, ["components", "--json"])
     assert result.exit_code == 0, result.output

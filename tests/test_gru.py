@@ -10,13 +10,13 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from fakeprobe.classifiers import api
 from fakeprobe.classifiers.data import load_frames
+from fakeprobe.classifiers.heads import new_head
 from fakeprobe.classifiers.model import load_model
 from fakeprobe.classifiers.sequence import SequenceGRU, pack_sequences, sequence_ids
-from fakeprobe.classifiers.heads import new_head
-from fakeprobe.classifiers.training import cross_validate, fake_proba, fit_final
+from fakeprobe.core.config import ExtractorConfig
 from fakeprobe.errors import FakeprobeError
-from fakeprobe.extractor.config import ExtractorConfig
 from fakeprobe.features import cache as fcache
+from fakeprobe.training.cv import cross_validate, fake_proba, fit_final
 
 pytest.importorskip("keras")
 

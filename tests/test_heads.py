@@ -15,11 +15,11 @@ from fakeprobe.classifiers import api
 from fakeprobe.classifiers.data import Selection, load_frames
 from fakeprobe.classifiers.heads import AutoSVC, NystroemSVC, balanced_weights, new_head
 from fakeprobe.classifiers.model import ModelIntegrityError, load_model
-from fakeprobe.classifiers.training import cross_validate, grouped_folds, train_test
 from fakeprobe.cli import app
+from fakeprobe.core.config import ExtractorConfig
 from fakeprobe.errors import ConfigMismatch, FakeprobeError
-from fakeprobe.extractor.config import ExtractorConfig
 from fakeprobe.features import cache as fcache
+from fakeprobe.training.cv import cross_validate, grouped_folds, train_test
 
 runner = CliRunner()
 

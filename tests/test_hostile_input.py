@@ -24,10 +24,10 @@ from typer.testing import CliRunner
 
 from conftest import require_shared_data, write_image, write_video
 from fakeprobe.cli import _csv_text, app
+from fakeprobe.core.config import MAX_SAMPLED_FRAMES, ExtractorConfig
 from fakeprobe.datasets import discover, safe_text
 from fakeprobe.errors import FakeprobeError, MediaError
 from fakeprobe.extractor import frames as frames_module
-from fakeprobe.extractor.config import MAX_SAMPLED_FRAMES, ExtractorConfig
 from fakeprobe.extractor.frames import read_media, sample_indices
 from fakeprobe.features.cache import CacheReader
 
@@ -107,7 +107,7 @@ def test_non_utf8_names_extract_and_rerun(tmp_path, source):
 
 
 def test_an_os_error_naming_a_non_utf8_file_is_recorded(tmp_path, monkeypatch, stub_config):
-    from fakeprobe.extractor import pipeline
+    from fakeprobe.pipeline import run as pipeline
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -466,7 +466,7 @@ def test_extract_options_out_of_range_are_refused(media_tree, tmp_path, option, 
 @pytest.mark.parametrize("stored", [[1, 2], {"frames": 10**12}, {"backbones": 5},
                                     {"min_face_score": "high"}, {"fps": float("nan")}])
 def test_a_stored_config_out_of_range_is_a_typed_error(stored):
-    from fakeprobe.extractor.config import InvalidConfig
+    from fakeprobe.core.config import InvalidConfig
 
     with pytest.raises(InvalidConfig) as caught:  # a FakeprobeError: one line in the CLI
         ExtractorConfig.from_dict(stored)
@@ -623,8 +623,8 @@ def test_names_that_look_like_terminal_markup_are_printed_as_they_are(tmp_path, 
 def test_a_failed_item_is_tried_again_on_the_next_run(tmp_path, stub_config):
     """An unreadable file is cached with its failure, and extracted when a later run finds it
     readable (a repaired or replaced file); a read item is never extracted twice."""
-    from fakeprobe.extractor.pipeline import extract
     from fakeprobe.features.cache import CacheReader
+    from fakeprobe.pipeline.run import extract
 
     folder = tmp_path / "in" / "real"
     folder.mkdir(parents=True)

@@ -30,8 +30,8 @@ from fakeprobe.classifiers import api
 from fakeprobe.classifiers import model as fmodel
 from fakeprobe.classifiers.heads import fit_head, new_head
 from fakeprobe.cli import app
+from fakeprobe.core.config import ExtractorConfig
 from fakeprobe.errors import CacheCorrupt, CacheError, CacheLocked, OutputError
-from fakeprobe.extractor.config import ExtractorConfig
 from fakeprobe.features import cache as fcache
 from fakeprobe.fileio import check_output, file_kind
 
@@ -360,7 +360,7 @@ def test_a_hidden_copy_left_by_a_kill_during_commit_is_cleared_only_by_the_lock_
 
 
 def test_ctrl_c_says_what_is_committed_and_what_is_staged(media_tree, tmp_path, monkeypatch):
-    from fakeprobe.extractor import pipeline
+    from fakeprobe.pipeline import run as pipeline
 
     cache = tmp_path / "c.h5"
 
@@ -618,8 +618,8 @@ def test_a_commit_that_would_fill_the_disk_is_refused_first(tmp_path, monkeypatc
 
 
 def test_fit_onto_a_read_only_folder_fails_before_fitting(world, tmp_path, monkeypatch):
-    from fakeprobe.classifiers import api as fapi
     from fakeprobe import fileio
+    from fakeprobe.classifiers import api as fapi
 
     calls = []
     monkeypatch.setattr(fapi, "fit", lambda *a, **k: calls.append(a))

@@ -14,8 +14,8 @@ import shutil
 import numpy as np
 import pytest
 
+from fakeprobe.core.config import CONTEXT_MARGIN
 from fakeprobe.errors import WeightsError
-from fakeprobe.extractor.config import CONTEXT_MARGIN
 from fakeprobe.extractor.backbones import imagenet
 from fakeprobe.extractor.base import BACKBONES
 

@@ -16,8 +16,8 @@ import pytest
 
 from conftest import write_image, write_video
 from fakeprobe.errors import ConfigMismatch
-from fakeprobe.extractor.pipeline import extract
 from fakeprobe.features import cache as fcache
+from fakeprobe.pipeline.run import extract
 
 TESTS = Path(__file__).resolve().parent
 
@@ -152,13 +152,13 @@ RUNNER = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import time
     import conftest  # registers the stub components
-    from fakeprobe.extractor.config import ExtractorConfig
+    from fakeprobe.core.config import ExtractorConfig
     detect = conftest.BlobDetector.detect
     def slow_detect(self, frame):  # 40 ms a frame: the run lasts seconds on any machine
         time.sleep(0.04)
         return detect(self, frame)
     conftest.BlobDetector.detect = slow_detect
-    from fakeprobe.extractor.pipeline import extract
+    from fakeprobe.pipeline.run import extract
     config = ExtractorConfig(frames=6, detector="test-blob", backbones=("test-colour",))
     print("started", flush=True)
     extract([{root!r}], {cache!r}, config, workers=2, commit_every={commit_every})
@@ -252,8 +252,8 @@ def test_a_feature_set_made_with_other_weights_is_refused(media_tree, tmp_path, 
 def test_recrop_matches_aligning_from_the_frame():
     import cv2
 
+    from fakeprobe.core.geometry import CropSpec
     from fakeprobe.extractor.align import align_face, can_recrop, recrop
-    from fakeprobe.extractor.base import CropSpec
 
     rng = np.random.default_rng(0)
     frame = cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), (9, 9), 3)
@@ -269,7 +269,7 @@ def test_recrop_matches_aligning_from_the_frame():
 
 def test_stored_crops_feed_a_new_backbone_without_decoding(media_tree, tmp_path, stub_config,
                                                            monkeypatch):
-    from fakeprobe.extractor import pipeline
+    from fakeprobe.pipeline import run as pipeline
 
     path = tmp_path / "c.h5"
     extract([media_tree], path, replace(stub_config, keep_crops=64))

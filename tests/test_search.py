@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fakeprobe.classifiers import training
 from fakeprobe.classifiers.api import Protocol
 from fakeprobe.classifiers.data import load_frames
 from fakeprobe.classifiers.heads import SEARCH_SPACES
-from fakeprobe.classifiers.training import cross_validate, grouped_folds, search_distributions
 from fakeprobe.cli import app
 from fakeprobe.errors import FakeprobeError
+from fakeprobe.training import search as training
+from fakeprobe.training.cv import cross_validate, grouped_folds
+from fakeprobe.training.search import search_distributions
 from tests.test_heads import make_cache
 
 pytest.importorskip("optuna")

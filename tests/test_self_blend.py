@@ -19,8 +19,9 @@ from fakeprobe.classifiers.data import load_frames
 from fakeprobe.cli import app
 from fakeprobe.datasets import SELF_BLEND_METHOD, SELF_BLEND_SUFFIX
 from fakeprobe.errors import ConfigMismatch, FakeprobeError
-from fakeprobe.extractor.pipeline import SelfBlend, extract
 from fakeprobe.features import cache as fcache
+from fakeprobe.pipeline.run import extract
+from fakeprobe.pipeline.steps import SelfBlend
 from fakeprobe.synth.blend import BlendConfig
 from fakeprobe.synth.media import item_params, synthesize
 

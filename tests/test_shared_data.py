@@ -14,9 +14,9 @@ import pytest
 
 from conftest import write_video
 from fakeprobe.classifiers import api
-from fakeprobe.extractor.config import DEFAULT_BACKBONE, ExtractorConfig
-from fakeprobe.extractor.pipeline import extract
+from fakeprobe.core.config import DEFAULT_BACKBONE, ExtractorConfig
 from fakeprobe.features import cache as fcache
+from fakeprobe.pipeline.run import extract
 
 pytestmark = pytest.mark.shared_data
 

@@ -11,8 +11,8 @@ from fakeprobe.classifiers.data import load_frames
 from fakeprobe.classifiers.ensemble import StackedHeads
 from fakeprobe.classifiers.heads import new_head, predict_params
 from fakeprobe.classifiers.model import load_model
-from fakeprobe.classifiers.training import cross_validate, fake_proba, fit_final, grouped_folds
 from fakeprobe.errors import FakeprobeError
+from fakeprobe.training.cv import cross_validate, fake_proba, fit_final, grouped_folds
 from tests.test_heads import make_cache
 
 

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from fakeprobe.classifiers import api
 from fakeprobe.classifiers.data import load_frames
 from fakeprobe.cli import app
+from fakeprobe.core.config import ExtractorConfig
 from fakeprobe.errors import ConfigMismatch, FakeprobeError
-from fakeprobe.extractor.config import ExtractorConfig
-from fakeprobe.features import cache as fcache
 from fakeprobe.features import temporal
+from fakeprobe.features import cache as fcache
 from fakeprobe.features.temporal import (LANDMARK_COLUMNS, SEQUENCE_COLUMNS, derive,
                                          landmark_stats, sequence_stats, time_steps)
 
@@ -335,7 +335,7 @@ def test_predict_derives_the_sets_a_model_was_trained_on(media_tree, tmp_path):
     extracts the base backbone only and derives the rest, as at training."""
     from dataclasses import replace
 
-    from fakeprobe.extractor.pipeline import extract
+    from fakeprobe.pipeline.run import extract
 
     config = ExtractorConfig(frames=6, detector="test-blob", backbones=("test-colour",))
     path = tmp_path / "c.h5"

@@ -22,13 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fakeprobe.core.checksums import sha256_file
 from fakeprobe.errors import WeightsError
-from fakeprobe.extractor.torch_reader import (
-    LEGACY_MAGIC,
-    LEGACY_PROTOCOL,
-    load_state_dict,
-    sha256_file,
-)
+from fakeprobe.extractor.torch_reader import LEGACY_MAGIC, LEGACY_PROTOCOL, load_state_dict
 
 STORAGE_NAMES = {np.dtype("float32"): "FloatStorage", np.dtype("float64"): "DoubleStorage",
                  np.dtype("float16"): "HalfStorage", np.dtype("int64"): "LongStorage",

@@ -12,16 +12,15 @@ import numpy as np
 from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.classifiers.data import FrameData, Selection, load_frames
 from fakeprobe.classifiers.heads import predict_params
-from fakeprobe.classifiers.model import (cache_fingerprint, check_versions, load_model,
-                                         save_model)
-from fakeprobe.classifiers.training import (SEARCH_MODES, EvalReport, FoldResult, Roles,
-                                            cross_validate, fake_proba, fit_final,
-                                            grouped_folds, holdout, train_test)
+from fakeprobe.classifiers.metrics import binary_metrics
+from fakeprobe.classifiers.model import cache_fingerprint, check_versions, load_model, save_model
+from fakeprobe.core.resources import measure
 from fakeprobe.datasets import SELF_BLEND_METHOD
 from fakeprobe.errors import FakeprobeError
-from fakeprobe.evaluation.metrics import binary_metrics
-from fakeprobe.evaluation.resources import measure
 from fakeprobe.features.cache import CacheReader
+from fakeprobe.training.cv import (EvalReport, FoldResult, Roles, cross_validate, fake_proba,
+                                   fit_final, grouped_folds, holdout, train_test)
+from fakeprobe.training.search import SEARCH_MODES
 
 
 def default_features(cache_path: Path | str) -> tuple[str, ...]:
@@ -164,7 +163,7 @@ def fit(cache_path: Path, head: str, out: Path | None, *, features: Sequence[str
                                   train=protocol.roles(data).train)
     from datetime import datetime, timezone
 
-    from fakeprobe.evaluation.runs import environment
+    from fakeprobe.core.provenance import environment
     from fakeprobe.features.cache import summarize
 
     with CacheReader(cache_path) as cache:
@@ -331,7 +330,7 @@ class Predictor:
                  device: str = "auto", face_crops: bool = False, keep_crops: int = 0) -> None:
         import threading
 
-        from fakeprobe.extractor.pipeline import Extractor
+        from fakeprobe.pipeline.run import Extractor
         from fakeprobe.weights import BUNDLED_MODEL_NAME, bundled_model_path
 
         self.bundled = model_path is None

@@ -9,8 +9,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from fakeprobe.core.schema import LABEL_CODES, READ_STATUSES
 from fakeprobe.errors import FakeprobeError
-from fakeprobe.features.cache import LABEL_CODES, READ_STATUSES, CacheReader
+from fakeprobe.features.cache import CacheReader
 
 
 def label_code(label: str | None) -> int:

@@ -23,18 +23,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import platform
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fakeprobe import __version__
 from fakeprobe.classifiers.aggregate import Aggregation
+from fakeprobe.core.config import ExtractorConfig
+from fakeprobe.core.provenance import library_versions
 from fakeprobe.errors import ConfigMismatch, FakeprobeError
-from fakeprobe.extractor.config import ExtractorConfig
-from fakeprobe.fileio import atomic_path
 from fakeprobe.features.cache import SCHEMA_VERSION, CacheReader, feature_config_differences
+from fakeprobe.fileio import atomic_path
 
 #: 2: the pipeline in the skops format (1: a joblib pickle, no longer read).
 MODEL_FORMAT = 2
@@ -66,30 +65,10 @@ MAX_TOTAL_BYTES = 768 << 20
 FACE_FIELDS = ("detector", "detect_size", "min_face_score")
 #: Extractor settings that decide which frames are scored: a difference is reported, not refused.
 SAMPLING_FIELDS = ("frames", "fps", "max_frames", "all_faces", "track_iou")
-#: library -> the distributions that may provide it
-_LIBRARIES = {"numpy": ("numpy",), "scikit-learn": ("scikit-learn",),
-              "xgboost": ("xgboost", "xgboost-cpu"), "scipy": ("scipy",),
-              "skops": ("skops",), "h5py": ("h5py",)}
 
 
 class ModelIntegrityError(FakeprobeError):
     """A model file that is not whole, or not a fakeprobe model."""
-
-
-def _installed(distribution: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return ""
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "fakeprobe": __version__}
-    for name, distributions in _LIBRARIES.items():
-        versions[name] = next((v for d in distributions if (v := _installed(d))), "")
-    return versions
 
 
 def cache_fingerprint(cache_path: Path | str) -> dict[str, Any]:
@@ -330,5 +309,22 @@ def check_versions(model: Model) -> list[str]:
             then.get(name) != now.get(name)]
 
 
-__all__ = ["MODEL_FORMAT", "Model", "ModelIntegrityError", "TRUSTED_TYPES", "cache_fingerprint",
-           "check_versions", "load_model", "read_provenance", "read_report", "save_model"]
+def bundled_model_info() -> dict:
+    """What the bundled detector is (name, head, features, threshold, card), read from its
+    provenance without loading the pipeline; ``{"error": ...}`` when it cannot be used."""
+    from fakeprobe.weights import (BUNDLED_MODEL_FILE, BUNDLED_MODEL_NAME, MODEL_CARD,
+                                   bundled_model_path, weights_dir)
+
+    try:
+        meta = read_provenance(bundled_model_path())
+    except FakeprobeError as exc:
+        return {"name": BUNDLED_MODEL_NAME, "error": str(exc)}
+    return {"name": BUNDLED_MODEL_NAME, "file": str(weights_dir() / BUNDLED_MODEL_FILE),
+            "head": meta.get("head"), "features": list(meta.get("features", [])),
+            "threshold": float(meta.get("threshold", float("nan"))),
+            "card": str(weights_dir() / MODEL_CARD)}
+
+
+__all__ = ["MODEL_FORMAT", "Model", "ModelIntegrityError", "TRUSTED_TYPES", "bundled_model_info",
+           "cache_fingerprint", "check_versions", "load_model", "read_provenance", "read_report",
+           "save_model"]

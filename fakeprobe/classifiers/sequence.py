@@ -80,7 +80,7 @@ class SequenceGRU(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def _network(self, n_features: int):
-        from fakeprobe.extractor.tf_utils import import_tensorflow
+        from fakeprobe.core.tf import import_tensorflow
 
         import_tensorflow()
         import keras
@@ -107,7 +107,7 @@ class SequenceGRU(ClassifierMixin, BaseEstimator):
         if groups is not None:
             seq_groups = np.asarray(groups)[np.unique(owner, return_index=True)[1]]
 
-        from fakeprobe.extractor.tf_utils import import_tensorflow
+        from fakeprobe.core.tf import import_tensorflow
 
         import_tensorflow()
         import keras

@@ -21,52 +21,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from fakeprobe.core.provenance import environment
 from fakeprobe.errors import FakeprobeError
 
 RUN_FORMAT = "fakeprobe-run"
 RUN_VERSION = 1
-#: Distributions whose versions a run records (besides Python and fakeprobe).
-_RECORDED = ("numpy", "scikit-learn", "xgboost", "xgboost-cpu", "tensorflow", "tensorflow-cpu",
-             "keras", "opencv-python-headless", "h5py", "matplotlib", "joblib")
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment() -> dict[str, Any]:
-    """The machine and library versions, for provenance and benchmarks."""
-    from importlib import metadata
-
-    import psutil
-
-    from fakeprobe import __version__
-
-    versions = {"python": platform.python_version(), "fakeprobe": __version__}
-    for name in _RECORDED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return {
-        "platform": platform.platform(), "cpu": _cpu_name(), "cores": os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "versions": versions,
-    }
 
 
 def run_record(kind: str, reports: Iterable, *, cache: Path | str,

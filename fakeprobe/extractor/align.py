@@ -5,48 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from fakeprobe.extractor.base import CropSpec
-
-#: The ArcFace five-point template for a 112x112 crop (insightface's reference points).
-ARCFACE_TEMPLATE_112 = np.array(
-    [
-        [38.2946, 51.6963],
-        [73.5318, 51.5014],
-        [56.0252, 71.7366],
-        [41.5493, 92.3655],
-        [70.7299, 92.2041],
-    ],
-    dtype=np.float64,
-)
-
-
-def template_for(spec: CropSpec) -> np.ndarray:
-    """The five target points for a crop of ``spec.size`` pixels with ``spec.margin``."""
-    unit = ARCFACE_TEMPLATE_112 / 112.0
-    return ((unit - 0.5) / (1.0 + 2.0 * spec.margin) + 0.5) * spec.size
-
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) mapping src onto dst.
-
-    Umeyama's closed form; returns a 2x3 matrix for ``cv2.warpAffine``.
-    """
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
-    src_c, dst_c = src - src_mean, dst - dst_mean
-    cov = dst_c.T @ src_c / len(src)
-    u, s, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[-1] = -1.0
-    rotation = u @ np.diag(d) @ vt
-    var_src = (src_c**2).sum() / len(src)
-    scale = (s * d).sum() / var_src if var_src > 0 else 1.0
-    matrix = np.zeros((2, 3))
-    matrix[:, :2] = scale * rotation
-    matrix[:, 2] = dst_mean - scale * rotation @ src_mean
-    return matrix
+from fakeprobe.core.geometry import CropSpec, similarity_transform, template_for
 
 
 def align_face(frame_bgr: np.ndarray, landmarks: np.ndarray, spec: CropSpec) -> np.ndarray:

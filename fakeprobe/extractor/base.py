@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fakeprobe.core.geometry import CropSpec
 from fakeprobe.registry import Registry
 
 
@@ -30,21 +31,6 @@ class Face:
     @property
     def area(self) -> float:
         return float(self.box[2] * self.box[3])
-
-
-@dataclass(frozen=True)
-class CropSpec:
-    """Geometry of an aligned face crop.
-
-    The five landmarks are mapped by a similarity transform onto the ArcFace 112x112 template,
-    shrunk by ``1 + 2 * margin`` about the crop centre and scaled to ``size`` pixels. ``margin=0``
-    is the tight crop face-recognition networks expect (brows to chin); ``margin=0.1`` grows it
-    by 20% and keeps the jaw line, forehead and the blending boundary of a swapped face, which
-    manipulation detectors need.
-    """
-
-    size: int
-    margin: float = 0.0
 
 
 class Detector(ABC):

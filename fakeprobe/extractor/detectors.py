@@ -29,8 +29,6 @@ Heavy modules (dlib, TensorFlow, mtcnn) are imported only when such a detector i
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import threading
 from abc import abstractmethod
 from pathlib import Path
@@ -39,9 +37,10 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from fakeprobe.errors import FakeprobeError, WeightsError
+from fakeprobe.core.checksums import package_dir, read_verified
+from fakeprobe.core.tf import check_device
+from fakeprobe.errors import WeightsError
 from fakeprobe.extractor.base import DETECTORS, Detector, Face
-from fakeprobe.extractor.tf_utils import DEVICES
 
 __all__ = [
     "DEFAULT_DETECT_SIZE",
@@ -51,7 +50,6 @@ __all__ = [
     "box_iou",
     "link_tracks",
     "select_largest",
-    "sha256_file",
 ]
 
 #: Longest side, in pixels, of the copy of a frame the detectors see by default.
@@ -61,55 +59,14 @@ DEFAULT_DETECT_SIZE = 640
 # --------------------------------------------------------------------------------------------- #
 # Weights
 # --------------------------------------------------------------------------------------------- #
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _package_dir(module: str) -> Path | None:
-    """The folder of an installed package, found without importing it."""
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _read_verified(path: Path, expected: str, what: str) -> bytes:
-    """The bytes of ``path`` after checking their SHA-256 against ``expected``."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise WeightsError(f"cannot read the {what} weights at {path}: {exc}") from exc
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
-        raise WeightsError(
-            f"the {what} weights at {path} fail their checksum: SHA-256 {actual}, "
-            f"expected {expected} (a corrupt, truncated or different file)"
-        )
-    return data
-
-
 def _bundled_file(module: str, relative: str, what: str, install: str) -> Path:
-    folder = _package_dir(module)
+    folder = package_dir(module)
     if folder is None:
         raise WeightsError(
             f"the {what} weights ship inside the {module!r} package, which is not installed "
             f"({install}), or pass weights=<path to a copy>"
         )
     return folder / relative
-
-
-def _check_device(device: str) -> str:
-    if device not in DEVICES:
-        raise FakeprobeError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
-    return device
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -150,7 +107,7 @@ class _ShrinkingDetector(Detector):
         min_score: float | None = None,
         detect_size: int = DEFAULT_DETECT_SIZE,
     ) -> None:
-        self.device = _check_device(device)
+        self.device = check_device(device)
         self.weights = None if weights is None else Path(weights)
         self.min_score = float(self.default_min_score if min_score is None else min_score)
         if int(detect_size) < 32:
@@ -279,7 +236,7 @@ class YuNetDetector(_ShrinkingDetector):
         )
         self.model_path = path
         # The model is created from these checked bytes, so what runs is what was checked.
-        self._model_bytes = np.frombuffer(_read_verified(path, YUNET_SHA256, "YuNet"), np.uint8)
+        self._model_bytes = np.frombuffer(read_verified(path, YUNET_SHA256, "YuNet"), np.uint8)
 
     def _new_model(self) -> Any:
         logging = getattr(getattr(cv2, "utils", None), "logging", None)
@@ -404,7 +361,7 @@ class DlibHogDetector(_ShrinkingDetector):
             'pip install "fakeprobe[dlib]"',
         )
         self.model_path = path
-        _read_verified(path, DLIB_SHAPE_SHA256, "dlib 5-point landmark")
+        read_verified(path, DLIB_SHAPE_SHA256, "dlib 5-point landmark")
 
     def _new_model(self) -> Any:
         import dlib
@@ -487,13 +444,13 @@ class MtcnnDetector(_ShrinkingDetector):
         )
         self.weights_dir = folder
         for file, digest in MTCNN_SHA256.items():
-            _read_verified(folder / file, digest, f"MTCNN {file}")
-        from fakeprobe.extractor.tf_utils import resolve_device
+            read_verified(folder / file, digest, f"MTCNN {file}")
+        from fakeprobe.core.tf import resolve_device
 
         self.tf_device = resolve_device(self.device)
 
     def _new_model(self) -> Any:
-        from fakeprobe.extractor.tf_utils import import_tensorflow
+        from fakeprobe.core.tf import import_tensorflow
 
         tf = import_tensorflow()
         from mtcnn import MTCNN
@@ -502,7 +459,7 @@ class MtcnnDetector(_ShrinkingDetector):
         files = {}
         for file, digest in MTCNN_SHA256.items():  # checked again: these files are pickles
             path = (self.weights_dir / file).resolve()
-            _read_verified(path, digest, f"MTCNN {file}")
+            read_verified(path, digest, f"MTCNN {file}")
             files[file] = str(path)  # an absolute path: mtcnn would look in the cwd first
         with tf.device(self.tf_device):
             stages = [

@@ -19,7 +19,6 @@ Both layouts ``torch.save`` has written are read:
 from __future__ import annotations
 
 import collections
-import hashlib
 import io
 import pickle
 import struct
@@ -52,15 +51,6 @@ _STORAGE_DTYPES: dict[str, str] = {
     "ComplexDoubleStorage": "complex128",
     "UntypedStorage": "uint8",
 }
-
-
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:

@@ -62,16 +62,13 @@ import h5py
 import numpy as np
 
 from fakeprobe import __version__
-from fakeprobe.errors import (CacheCorrupt, CacheError, CacheLocked, ConfigMismatch,
-                              OutputError, SchemaMismatch)
-from fakeprobe.extractor.config import ROW_FIELDS, ExtractorConfig
+from fakeprobe.core.config import ROW_FIELDS, ExtractorConfig
+from fakeprobe.core.schema import LABEL_CODES, LABEL_NAMES, READ_STATUSES
+from fakeprobe.errors import (CacheCorrupt, CacheError, CacheLocked, ConfigMismatch, OutputError,
+                              SchemaMismatch)
 from fakeprobe.fileio import HDF5_SIGNATURE, WRITE_ERRNOS, atomic_path
 
 SCHEMA_VERSION = 1
-LABEL_CODES = {"real": 0, "fake": 1, None: -1}
-LABEL_NAMES = {0: "real", 1: "fake", -1: ""}
-#: Statuses of items that were read; every other status is a failure with no rows.
-READ_STATUSES = ("ok", "no_face")
 #: Failures are tried again on every run: a file may have appeared, been repaired or replaced
 #: (a decode error is not a property of a path). A read item is never re-extracted.
 

@@ -56,8 +56,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from fakeprobe.core.geometry import ARCFACE_TEMPLATE_112, similarity_transform
+from fakeprobe.core.schema import READ_STATUSES
 from fakeprobe.errors import ConfigMismatch, FakeprobeError
-from fakeprobe.extractor.align import ARCFACE_TEMPLATE_112, similarity_transform
 from fakeprobe.features import cache as fcache
 
 #: Version of both recipes; bump it when a column changes meaning (old sets are then refused).
@@ -314,7 +315,7 @@ def derive(cache_path: Path | str, names: Sequence[str] = (LANDMARKS,)) -> Deriv
             for position, rows in reader.iter_video_rows():
                 vid = str(videos["id"][position])
                 status, done = state[vid]
-                if status not in fcache.READ_STATUSES:
+                if status not in READ_STATUSES:
                     continue  # failed items have no rows and get no features
                 features: dict[str, np.ndarray] = {}
                 item = {k: v[rows] for k, v in frames.items()}

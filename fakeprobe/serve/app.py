@@ -335,12 +335,9 @@ def create_app(config: ServeConfig, predictors: dict[str, Predictor] | None = No
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from fakeprobe.core.provenance import installed
 
-    try:
-        return version("fakeprobe")
-    except PackageNotFoundError:
-        return "unknown"
+    return installed("fakeprobe") or "unknown"
 
 
 def _attachment(filename: str, suffix: str) -> dict[str, str]:

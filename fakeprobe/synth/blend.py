@@ -4,8 +4,9 @@ A real face is blended with a slightly transformed copy of itself (colour jitter
 sharpening or blur, a small scale and shift) through a soft mask. The result carries the
 blending boundary and colour mismatch a face swap leaves, with no second identity.
 
-Only the five landmarks of :mod:`fakeprobe.extractor.base` are used (a 68-point model's licence
-forbids commercial use), so the face region comes from a fixed outline, :data:`FACE_OUTLINE_112`,
+Only the five landmarks of :mod:`fakeprobe.core.geometry` are used (a 68-point model's licence
+forbids commercial use), so the face region comes from a fixed outline,
+:data:`~fakeprobe.core.geometry.FACE_OUTLINE_112`,
 drawn in the coordinates of the 112x112 ArcFace template and mapped into the frame by the
 similarity transform that is the inverse of the one :func:`~fakeprobe.extractor.align.align_face`
 uses.
@@ -30,10 +31,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from fakeprobe.extractor.align import ARCFACE_TEMPLATE_112, similarity_transform
+from fakeprobe.core.geometry import ARCFACE_TEMPLATE_112, FACE_OUTLINE_112, similarity_transform
 
 __all__ = [
-    "FACE_OUTLINE_112",
     "MASK_KINDS",
     "BlendConfig",
     "BlendParams",
@@ -45,20 +45,6 @@ __all__ = [
     "self_blend",
     "transform_source",
 ]
-
-#: Face outline in the 112x112 ArcFace template's coordinates (x, y), clockwise in the image
-#: from the ear on the image's left: jaw line below the mouth (template mouth corners are at
-#: y ~ 92), up the right cheek, across the forehead just above the brows (eyes at y ~ 51.6,
-#: brows at y ~ 38). Symmetric about the template's centre line x = 56.
-FACE_OUTLINE_112 = np.array(
-    [
-        [18.0, 50.0], [19.0, 64.0], [22.0, 78.0], [27.0, 91.0], [34.0, 102.0], [43.0, 111.0],
-        [56.0, 116.0], [69.0, 111.0], [78.0, 102.0], [85.0, 91.0], [90.0, 78.0], [93.0, 64.0],
-        [94.0, 50.0], [92.0, 38.0], [86.0, 29.0], [76.0, 24.0], [56.0, 22.0], [36.0, 24.0],
-        [26.0, 29.0], [20.0, 38.0],
-    ],
-    dtype=np.float64,
-)
 
 #: The ellipse mask: centre and semi-axes (template coordinates) of the ellipse inscribed in the
 #: outline's bounding box, drawn as a 64-gon so both kinds share one rasteriser.
@@ -87,7 +73,7 @@ class BlendConfig:
     size (see the module docstring).
     """
 
-    #: Mask shape: ``"hull"`` (convex hull of :data:`FACE_OUTLINE_112`) or ``"ellipse"``.
+    #: Mask shape: ``"hull"`` (convex hull of the face outline) or ``"ellipse"``.
     mask: str = "hull"
     #: Erosion of the mask before blurring, as a fraction of the face size (radius).
     erode: tuple[float, float] = (0.0, 0.05)

@@ -13,10 +13,10 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from fakeprobe.core.config import CONTEXT_MARGIN
+from fakeprobe.core.geometry import CropSpec
 from fakeprobe.errors import FakeprobeError
 from fakeprobe.extractor.align import align_face
-from fakeprobe.extractor.base import CropSpec
-from fakeprobe.extractor.config import CONTEXT_MARGIN
 from fakeprobe.fileio import write_bytes
 from fakeprobe.synth.blend import BlendConfig, self_blend
 

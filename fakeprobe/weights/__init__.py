@@ -16,6 +16,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from fakeprobe.core.checksums import verify_sha256
 from fakeprobe.errors import WeightsError
 
 #: The bundled detector's file and the name outputs give it.
@@ -47,8 +48,6 @@ def pinned_sha256(name: str) -> str:
 
 def verified(name: str, what: str) -> Path:
     """The shipped file ``name`` after checking it against its pinned SHA-256."""
-    from fakeprobe.extractor.backbones.imagenet import verify_sha256
-
     path = weights_dir() / name
     if not path.is_file():
         raise WeightsError(f"{what} is missing ({path}): reinstall fakeprobe")
@@ -59,19 +58,3 @@ def verified(name: str, what: str) -> Path:
 def bundled_model_path() -> Path:
     """The bundled detector's model file, checked against its pinned SHA-256."""
     return verified(BUNDLED_MODEL_FILE, "the bundled detector")
-
-
-def bundled_model_info() -> dict:
-    """What the bundled detector is (name, head, features, threshold, card), read from its
-    provenance without loading the pipeline; ``{"error": ...}`` when it cannot be used."""
-    from fakeprobe.classifiers.model import read_provenance
-    from fakeprobe.errors import FakeprobeError
-
-    try:
-        meta = read_provenance(bundled_model_path())
-    except FakeprobeError as exc:
-        return {"name": BUNDLED_MODEL_NAME, "error": str(exc)}
-    return {"name": BUNDLED_MODEL_NAME, "file": str(weights_dir() / BUNDLED_MODEL_FILE),
-            "head": meta.get("head"), "features": list(meta.get("features", [])),
-            "threshold": float(meta.get("threshold", float("nan"))),
-            "card": str(weights_dir() / MODEL_CARD)}

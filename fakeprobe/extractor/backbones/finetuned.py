@@ -29,14 +29,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from fakeprobe.core.checksums import sha256_file
+from fakeprobe.core.geometry import CropSpec
 from fakeprobe.errors import WeightsError
-from fakeprobe.extractor.backbones.imagenet import (
-    DEFAULT_BATCH_SIZE,
-    TF_HINT,
-    KerasBackbone,
-)
-from fakeprobe.extractor.base import BACKBONES, Backbone, CropSpec
-from fakeprobe.extractor.torch_reader import sha256_file
+from fakeprobe.extractor.backbones.imagenet import DEFAULT_BATCH_SIZE, TF_HINT, KerasBackbone
+from fakeprobe.extractor.base import BACKBONES, Backbone
 
 #: The provenance file inside a fine-tuned ``.keras`` archive.
 METADATA_NAME = "fakeprobe.json"

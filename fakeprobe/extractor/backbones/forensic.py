@@ -26,14 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from fakeprobe.core.checksums import sha256_file
+from fakeprobe.core.geometry import CropSpec
 from fakeprobe.errors import WeightsError
-from fakeprobe.extractor.backbones.imagenet import (
-    DEFAULT_BATCH_SIZE,
-    TF_HINT,
-    KerasBackbone,
-)
-from fakeprobe.extractor.base import BACKBONES, Backbone, CropSpec
-from fakeprobe.extractor.torch_reader import sha256_file
+from fakeprobe.extractor.backbones.imagenet import DEFAULT_BATCH_SIZE, TF_HINT, KerasBackbone
+from fakeprobe.extractor.base import BACKBONES, Backbone
 
 #: The shipped encoder's weights, inside the ``fakeprobe.weights`` package (its SHA-256 is
 #: pinned in that package's ``SHA256SUMS``).

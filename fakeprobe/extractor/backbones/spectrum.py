@@ -44,9 +44,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fakeprobe.errors import FakeprobeError
-from fakeprobe.extractor.base import BACKBONES, Backbone, CropSpec
-from fakeprobe.extractor.tf_utils import DEVICES
+from fakeprobe.core.geometry import CropSpec
+from fakeprobe.core.tf import check_device
+from fakeprobe.extractor.base import BACKBONES, Backbone
 
 __all__ = ["DEFAULT_BINS", "SPECTRUM_CROP", "SpectrumBackbone", "radial_profile_matrix"]
 
@@ -114,8 +114,7 @@ class SpectrumBackbone(Backbone):
 
     def __init__(self, size: int = SPECTRUM_CROP.size, margin: float = SPECTRUM_CROP.margin,
                  bins: int = DEFAULT_BINS, device: str = "auto", **_: object) -> None:
-        if device not in DEVICES:
-            raise FakeprobeError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+        check_device(device)  # numpy: runs on the CPU whatever is asked
         self.crop = CropSpec(int(size), float(margin))
         self.dim = int(bins)
         self._matrix = radial_profile_matrix(self.crop.size, self.dim)

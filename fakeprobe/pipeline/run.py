@@ -12,191 +12,26 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable
 
 import numpy as np
 
+from fakeprobe.core.config import CONTEXT_MARGIN, ExtractorConfig
+from fakeprobe.core.geometry import CropSpec
+from fakeprobe.core.schema import READ_STATUSES
 from fakeprobe.datasets import Discovery, MediaItem, discover, safe_text, with_self_blends
 from fakeprobe.errors import ConfigMismatch, FakeprobeError, MediaError
-from fakeprobe.extractor.align import ARCFACE_TEMPLATE_112, align_face, can_recrop, recrop
-from fakeprobe.extractor.base import Backbone, CropSpec, Detector, Face
-from fakeprobe.extractor.components import BACKBONES, DETECTORS
-from fakeprobe.extractor.config import CONTEXT_MARGIN, ExtractorConfig
+from fakeprobe.extractor.align import can_recrop
+from fakeprobe.extractor.base import Backbone, Detector
+from fakeprobe.extractor.components import BACKBONES
 from fakeprobe.extractor.frames import Frame, read_media
 from fakeprobe.features import cache as fcache
-from fakeprobe.synth.blend import BlendConfig, self_blend
-
-
-@dataclass
-class Prepared:
-    """One item after the worker: its record, rows and aligned crops per crop geometry."""
-
-    item: MediaItem
-    kind: str  # "video" (new rows) or "features" (rows already cached)
-    record: fcache.VideoRecord
-    rows: fcache.FrameRows
-    crops: dict[CropSpec, np.ndarray]
-    backbones: tuple[str, ...]
-    seconds: dict[str, float]
-
-
-@dataclass(frozen=True)
-class SelfBlend:
-    """``extract --self-blend``: a pseudo-fake of every real item, blended in memory.
-
-    The parameters of a face track come from ``seed``, the source item's id and the track
-    (:func:`fakeprobe.synth.media.item_params`), so ``fakeprobe synth`` with the same seed and
-    config writes the same blends to files."""
-
-    config: "BlendConfig"
-    seed: int = 0
-
-    def to_attr(self) -> str:
-        import json
-
-        return json.dumps({"seed": self.seed, "config": self.config.to_dict()}, sort_keys=True)
-
-
-@dataclass
-class ExtractSummary:
-    """What a run did, for the terminal, ``--json`` and benchmarks."""
-
-    cache: str
-    found: int = 0
-    extracted: int = 0
-    features_added: int = 0
-    already_done: int = 0
-    failed: int = 0
-    rows: int = 0
-    faces: int = 0
-    committed: int = 0
-    interrupted: bool = False
-    seconds: float = 0.0
-    #: Seconds per stage. ``decode``, ``detect`` and ``align`` are summed over the worker threads
-    #: (they may add up to more than the wall time); ``embed:<name>``, ``stage`` and ``commit``
-    #: run in the main thread; ``main_wait`` is the main thread waiting for workers (when it is
-    #: a large share of the run, decoding and detection are what limits it).
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    failures: list[dict[str, str]] = field(default_factory=list)
-    #: Items extracted with a caveat (a truncated video: the frames before the damage are
-    #: used), as ``{"id", "warning"}``; the warning is also the item's ``error`` in the cache.
-    warnings: list[dict[str, str]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """At least one item is usable in the cache after this run."""
-        return self.extracted + self.features_added + self.already_done > 0
-
-    def to_dict(self) -> dict:
-        data = {k: v for k, v in self.__dict__.items()}
-        data["items_per_second"] = (
-            (self.extracted + self.features_added + self.failed) / self.seconds
-            if self.seconds > 0 else 0.0
-        )
-        return data
-
-
-class Reporter(Protocol):
-    """Receives progress; the CLI shows it as a progress bar."""
-
-    def start(self, total: int) -> None: ...
-
-    def advance(self, item: MediaItem, status: str, message: str = "") -> None: ...
-
-
-class _Silent:
-    def start(self, total: int) -> None:
-        pass
-
-    def advance(self, item: MediaItem, status: str, message: str = "") -> None:
-        pass
-
-
-def make_detector(config: ExtractorConfig, device: str = "auto",
-                  weights: str | None = None) -> Detector:
-    kwargs: dict = {"device": device, "detect_size": config.detect_size, "weights": weights}
-    if config.min_face_score is not None:
-        kwargs["min_score"] = config.min_face_score
-    return DETECTORS.create(config.detector, **kwargs)
-
-
-def centred_face(image: np.ndarray) -> Face:
-    """The face of an image that *is* a face crop but where no face was detected: the ArcFace
-    template's five points scaled to the image's shorter side and centred (the crop is taken
-    as a tight face box), the whole image as the box, no detector score (NaN)."""
-    height, width = image.shape[:2]
-    side = float(min(height, width))
-    marks = ARCFACE_TEMPLATE_112 / 112.0 * side
-    marks = marks + np.array([(width - side) / 2.0, (height - side) / 2.0])
-    return Face(box=(0.0, 0.0, float(width), float(height)), score=float("nan"),
-                landmarks=marks.astype(np.float32))
-
-
-def detect_rows(frames: list[Frame], detector: Detector, config: ExtractorConfig,
-                seconds: dict[str, float], face_crop: bool = False
-                ) -> tuple[fcache.FrameRows, list[int]]:
-    """Rows for the sampled frames (one per kept face, or one no-face row), and for each row
-    the position of its frame in ``frames``.
-
-    ``face_crop``: the frames are face crops (``--face-crops``, images only): exactly one face
-    each, the largest detected one (aligned on its landmarks), else :func:`centred_face`.
-    """
-    from fakeprobe.extractor.detectors import link_tracks, select_largest
-
-    t0 = time.perf_counter()
-    detected = [detector.detect(frame.image) for frame in frames]
-    seconds["detect"] += time.perf_counter() - t0
-    if face_crop:
-        kept = [select_largest(faces) or [centred_face(frame.image)]
-                for faces, frame in zip(detected, frames)]
-        tracks = [[0] for _ in kept]
-    elif config.all_faces:
-        kept = detected
-        tracks = link_tracks(kept, iou_threshold=config.track_iou)
-    else:
-        kept = [select_largest(faces) for faces in detected]
-        tracks = [[0] * len(faces) for faces in kept]
-    columns: dict[str, list] = defaultdict(list)
-    origin: list[int] = []
-    nan_box, nan_marks = np.full(4, np.nan, np.float32), np.full((5, 2), np.nan, np.float32)
-    for position, (frame, faces, ids) in enumerate(zip(frames, kept, tracks)):
-        entries: list[tuple[Face | None, int]] = list(zip(faces, ids)) or [(None, -1)]
-        for face, track in entries:
-            columns["frame_index"].append(frame.index)
-            columns["timestamp"].append(frame.timestamp)
-            columns["box"].append(np.asarray(face.box, np.float32) if face else nan_box)
-            columns["landmarks"].append(face.landmarks if face else nan_marks)
-            columns["score"].append(face.score if face else np.nan)
-            columns["track"].append(track)
-            columns["has_face"].append(face is not None)
-            origin.append(position)
-    rows = fcache.FrameRows(
-        frame_index=np.asarray(columns["frame_index"], np.int64),
-        timestamp=np.asarray(columns["timestamp"], np.float64),
-        box=np.asarray(columns["box"], np.float32).reshape(-1, 4),
-        landmarks=np.asarray(columns["landmarks"], np.float32).reshape(-1, 5, 2),
-        score=np.asarray(columns["score"], np.float32),
-        track=np.asarray(columns["track"], np.int32),
-        has_face=np.asarray(columns["has_face"], np.bool_),
-    )
-    return rows, origin
-
-
-def align_rows(frames: list[Frame], rows: fcache.FrameRows, origin: list[int],
-               specs: Iterable[CropSpec]) -> dict[CropSpec, np.ndarray]:
-    """Aligned crops of every row with a face, per crop geometry (rows without a face are
-    left out: the crops follow ``rows.has_face``)."""
-    out = {}
-    face_rows = np.flatnonzero(rows.has_face)
-    for spec in specs:
-        crops = np.zeros((len(face_rows), spec.size, spec.size, 3), np.uint8)
-        for k, row in enumerate(face_rows):
-            crops[k] = align_face(frames[origin[row]].image, rows.landmarks[row], spec)
-        out[spec] = crops
-    return out
+from fakeprobe.features.crops import row_crops
+from fakeprobe.pipeline.progress import ExtractSummary, Reporter, Silent
+from fakeprobe.pipeline.steps import Prepared, SelfBlend, align_rows, detect_rows, make_detector
+from fakeprobe.synth.blend import self_blend
 
 
 class Extractor:
@@ -318,10 +153,10 @@ class Extractor:
                            cached: _Cached) -> Prepared:
         """New feature sets for a cached item, cut from its stored crops: nothing is decoded."""
         t0 = time.perf_counter()
+        rows = np.arange(cached.rows.start, cached.rows.stop)[cached.frames.has_face]
         with fcache.CacheReader(cache_path) as reader:
-            stored = reader.crops(cached.rows)[cached.frames.has_face]
-        crops = {self.backbones[n].crop: recrop(stored, self._stored_crops,
-                                                self.backbones[n].crop) for n in backbones}
+            crops = row_crops(reader, rows, [self.backbones[n].crop for n in backbones],
+                              strict=True).crops
         return Prepared(item, "features", cached.record, cached.frames, crops, backbones,
                         {"recrop": time.perf_counter() - t0})
 
@@ -403,7 +238,7 @@ class Extractor:
                         "another --out file")
                 state = reader.state()
                 needs_rows = {vid for vid, (st, done) in state.items()
-                              if st in fcache.READ_STATUSES and set(wanted) - done}
+                              if st in READ_STATUSES and set(wanted) - done}
                 if needs_rows:
                     cached_rows = _rows_by_id(reader, needs_rows)
                 self._stored_crops = (CropSpec(self.config.keep_crops, CONTEXT_MARGIN)
@@ -415,7 +250,7 @@ class Extractor:
                 continue
             status, done = state[item.id]
             todo = tuple(n for n in wanted if n not in done)
-            if status in fcache.READ_STATUSES and todo:
+            if status in READ_STATUSES and todo:
                 plan.append((item, todo, cached_rows[item.id]))
             else:
                 summary.already_done += 1
@@ -440,7 +275,7 @@ class Extractor:
              frame_folders: bool = False, reporter: Reporter | None = None,
              log: Callable[[str], None] | None = None) -> ExtractSummary:
         cache_path = Path(cache_path)
-        reporter = reporter or _Silent()
+        reporter = reporter or Silent()
         log = log or (lambda message: None)
         started = time.perf_counter()
         summary = ExtractSummary(cache=str(cache_path))

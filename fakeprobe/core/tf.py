@@ -44,10 +44,16 @@ def import_tensorflow() -> Any:
     return tf
 
 
-def resolve_device(device: str = "auto") -> str:
-    """A TensorFlow device string for ``auto`` (GPU when present), ``cpu`` or ``gpu``."""
+def check_device(device: str) -> str:
+    """``device`` when it is one of :data:`DEVICES`, else :class:`FakeprobeError`."""
     if device not in DEVICES:
         raise FakeprobeError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    return device
+
+
+def resolve_device(device: str = "auto") -> str:
+    """A TensorFlow device string for ``auto`` (GPU when present), ``cpu`` or ``gpu``."""
+    check_device(device)
     if device == "cpu":
         return "/CPU:0"
     tf = import_tensorflow()

@@ -14,25 +14,25 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, StratifiedGroupKFold
+from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 
 from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.classifiers.data import FrameData, label_code
-from fakeprobe.classifiers.heads import (SEARCH_SPACES, fit_head, fit_params, new_head,
-                                         predict_params)
-from fakeprobe.errors import FakeprobeError, MissingDependency
-from fakeprobe.evaluation.metrics import binary_metrics, youden_threshold
-from fakeprobe.evaluation.resources import measure
+from fakeprobe.classifiers.heads import fit_head, new_head, predict_params
+from fakeprobe.classifiers.metrics import binary_metrics, youden_threshold
+from fakeprobe.core.resources import measure
+from fakeprobe.errors import FakeprobeError
+from fakeprobe.training.search import INNER_FOLDS, check_search, search_params, smallest_class
 
-#: Hyperparameter searches (``--search``): every one runs inside the training part only.
-SEARCH_MODES = ("grid", "random", "bayes")
-#: Folds of the inner cross-validation that picks thresholds and hyperparameters.
-INNER_FOLDS = 3
 #: The inner cross-validation that picks a threshold sees at most this many frames (whole
 #: items, drawn at random): a threshold needs far fewer frames than a head, and this bounds its
 #: cost on large caches.
 INNER_MAX_FRAMES = 20_000
+#: The threshold used when the training items cannot choose one (too few groups for an inner
+#: split, or inner folds that scored one class): the midpoint of a probability. Every use is
+#: recorded with its reason (:attr:`FoldResult.threshold_note`, :attr:`EvalReport.notes`).
+FALLBACK_THRESHOLD = 0.5
 
 
 @dataclass
@@ -50,6 +50,9 @@ class FoldResult:
     #: What the fitted head says of itself: a stack's weight per member, a temporal head's
     #: training epochs (see :func:`head_info`).
     head_info: dict[str, Any] = field(default_factory=dict)
+    #: Why the fold's threshold is :data:`FALLBACK_THRESHOLD` instead of one chosen by the
+    #: inner cross-validation; empty when it was chosen.
+    threshold_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ class EvalReport:
     #: ``frame_index``, ``timestamp``, ``track``, ``score``, ``threshold``: the timelines of a
     #: report. Left out of :meth:`to_dict` unless asked for (it grows with the frames).
     frame_scores: dict[str, list] = field(default_factory=dict, repr=False)
+    #: What the reader should know about how the numbers were made, e.g. a fold whose threshold
+    #: is :data:`FALLBACK_THRESHOLD` and why.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def fit_seconds(self) -> float:
@@ -162,15 +168,9 @@ def grouped_folds(data: FrameData, n_splits: int = 5, random_state: int = 0
             f"has {counts[0]} real and {counts[1]} fake: add items, or train here and test on "
             "another cache (--eval)")
     # every fold needs a member of each class
-    n_splits = max(2, min(n_splits, n_groups, _smallest_class(labels)))
+    n_splits = max(2, min(n_splits, n_groups, smallest_class(labels)))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
     return [(tr, te) for tr, te in splitter.split(np.zeros(len(labels)), labels, groups)]
-
-
-def _smallest_class(labels: np.ndarray) -> int:
-    """Items in the rarer of the two classes (labels 0/1; unlabelled ignored)."""
-    counts = np.bincount(labels[labels >= 0], minlength=2)
-    return int(counts.min())
 
 
 def _rows(data: FrameData, videos: np.ndarray) -> np.ndarray:
@@ -183,89 +183,11 @@ def _video_scores(data: FrameData, rows: np.ndarray, scores: np.ndarray,
                                     data.track[rows], data.n_videos)
 
 
-def _search(head: Pipeline, name: str, data: FrameData, rows: np.ndarray, mode: str,
-            n_iter: int, random_state: int) -> tuple[dict[str, Any], int]:
-    """Best parameters of ``head`` by frame ROC-AUC in a grouped CV of the training rows, and
-    the number of candidates tried (``mode``: one of :data:`SEARCH_MODES`)."""
-    space = SEARCH_SPACES.get(name)
-    if not space:
-        return {}, 0
-    groups = data.groups[rows]
-    video_labels = data.video_labels[np.unique(data.video[rows])]
-    if len(np.unique(groups)) < INNER_FOLDS or _smallest_class(video_labels) < INNER_FOLDS:
-        return {}, 0
-    X, y, video = data.X[rows], data.y[rows], data.video[rows]
-    cv = list(StratifiedGroupKFold(INNER_FOLDS, shuffle=True, random_state=random_state)
-              .split(X, y, groups))
-    params = fit_params(head, y, video, groups, data.track[rows], data.frame_index[rows])
-    if mode == "bayes":
-        return _bayes_search(head, space, X, y, cv, params, n_iter, random_state)
-    if mode == "grid":
-        searcher = GridSearchCV(head, space, scoring="roc_auc", cv=cv, n_jobs=1)
-    else:
-        searcher = RandomizedSearchCV(head, space, n_iter=n_iter, scoring="roc_auc", cv=cv,
-                                      n_jobs=1, random_state=random_state)
-    searcher.fit(X, y, **params)
-    return dict(searcher.best_params_), len(searcher.cv_results_["params"])
-
-
-def search_distributions(space: dict[str, list]) -> dict[str, Any]:
-    """Optuna distributions spanning a grid of :data:`SEARCH_SPACES`: a list of integers
-    becomes an integer range, a list of positive floats a (log-uniform when it spans a factor
-    of 10 or more) float range, anything else (strings, mixed) a categorical choice."""
-    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
-                                      IntDistribution)
-
-    out: dict[str, Any] = {}
-    for key, values in space.items():
-        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if len(numbers) == len(values) and all(isinstance(v, int) for v in values):
-            out[key] = IntDistribution(min(values), max(values))
-        elif len(numbers) == len(values) and min(values) > 0:
-            low, high = float(min(values)), float(max(values))
-            out[key] = FloatDistribution(low, high, log=high / low >= 10)
-        else:
-            out[key] = CategoricalDistribution(list(values))
-    return out
-
-
-def _bayes_search(head: Pipeline, space: dict[str, list], X: np.ndarray, y: np.ndarray,
-                  cv: list, params: dict, n_trials: int, random_state: int
-                  ) -> tuple[dict[str, Any], int]:
-    """Optuna's TPE sampler (seeded) over :func:`search_distributions`, each trial scored by
-    the mean frame ROC-AUC of the grouped inner folds ``cv`` of the training rows."""
-    try:
-        import optuna
-    except ImportError:
-        raise MissingDependency('--search bayes needs Optuna (pip install "fakeprobe[bayes]")'
-                                ) from None
-    from sklearn.model_selection import cross_val_score
-
-    distributions = search_distributions(space)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=random_state,
-                                         n_startup_trials=min(5, max(1, n_trials // 2)))
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    for _ in range(n_trials):
-        trial = study.ask(distributions)
-        model = clone(head).set_params(**trial.params)
-        scores = cross_val_score(model, X, y, scoring="roc_auc", cv=cv, n_jobs=1,
-                                 params=params, error_score=np.nan)
-        value = float(np.mean(scores))
-        if np.isnan(value):
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            study.tell(trial, value)
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not done:
-        raise FakeprobeError("--search bayes: every trial failed to fit in the inner folds")
-    return dict(study.best_params), len(study.trials)
-
-
 def _inner_threshold(head: Pipeline, data: FrameData, train_videos: np.ndarray,
-                     aggregation: Aggregation, random_state: int) -> float:
+                     aggregation: Aggregation, random_state: int) -> tuple[float, str]:
     """Youden threshold on out-of-fold video scores of an inner grouped CV of the training
-    items (0.5 when they hold too few groups to split)."""
+    items, and ``""``; or :data:`FALLBACK_THRESHOLD` and the reason when they hold too few
+    groups to split or the inner folds score a single class."""
     n_rows = np.bincount(data.video, minlength=data.n_videos)[train_videos]
     if n_rows.sum() > INNER_MAX_FRAMES:
         order = np.random.default_rng(random_state).permutation(len(train_videos))
@@ -273,8 +195,12 @@ def _inner_threshold(head: Pipeline, data: FrameData, train_videos: np.ndarray,
         train_videos = np.sort(train_videos[keep])
     groups = data.videos["group"][train_videos]
     labels = data.video_labels[train_videos]
-    if len(np.unique(groups)) < INNER_FOLDS or _smallest_class(labels) < INNER_FOLDS:
-        return 0.5
+    n_groups, rarer = len(np.unique(groups)), smallest_class(labels)
+    if n_groups < INNER_FOLDS or rarer < INNER_FOLDS:
+        return FALLBACK_THRESHOLD, (
+            f"threshold {FALLBACK_THRESHOLD:g}, not chosen: the training part holds {n_groups} "
+            f"group(s) and {rarer} item(s) of its rarer class, too few for a {INNER_FOLDS}-fold "
+            f"inner split")
     splitter = StratifiedGroupKFold(INNER_FOLDS, shuffle=True, random_state=random_state)
     oof = np.full(data.n_videos, np.nan)
     for tr, te in splitter.split(np.zeros(len(labels)), labels, groups):
@@ -287,27 +213,28 @@ def _inner_threshold(head: Pipeline, data: FrameData, train_videos: np.ndarray,
         oof[done] = scores[done]
     scored = train_videos[~np.isnan(oof[train_videos])]
     if len(np.unique(data.video_labels[scored])) < 2:
-        return 0.5
-    return youden_threshold(data.video_labels[scored], oof[scored])
+        return FALLBACK_THRESHOLD, (f"threshold {FALLBACK_THRESHOLD:g}, not chosen: the inner "
+                                    f"folds scored items of a single class")
+    return youden_threshold(data.video_labels[scored], oof[scored]), ""
 
 
 def _fit_fold(name: str, head_params: dict, data: FrameData, train_videos: np.ndarray,
               aggregation: Aggregation, search: str | None, n_iter: int, random_state: int,
-              ) -> tuple[Pipeline, float, dict, int, float, float]:
+              ) -> tuple[Pipeline, float, str, dict, int, float, float]:
     """Fit on the training items: search, threshold, final fit. Returns the model, the
-    threshold, the chosen parameters, the search's candidates tried, fit seconds and peak
-    RSS."""
+    threshold and why it fell back (or ``""``), the chosen parameters, the search's candidates
+    tried, fit seconds and peak RSS."""
     head = new_head(name, random_state=random_state, **head_params)
     rows = _rows(data, train_videos)
     if len(np.unique(data.y[rows])) < 2:
         raise FakeprobeError("a training part holds a single class; use fewer folds")
     with measure() as usage:
-        params, trials = (_search(head, name, data, rows, search, n_iter, random_state)
+        params, trials = (search_params(head, name, data, rows, search, n_iter, random_state)
                           if search else ({}, 0))
         head.set_params(**params)
-        threshold = _inner_threshold(head, data, train_videos, aggregation, random_state)
+        threshold, note = _inner_threshold(head, data, train_videos, aggregation, random_state)
         model = _fit_rows(head, data, rows)
-    return model, threshold, params, trials, usage.seconds, usage.peak_rss_mb
+    return model, threshold, note, params, trials, usage.seconds, usage.peak_rss_mb
 
 
 def _evaluate(data: FrameData, name: str, folds: list[tuple[np.ndarray, np.ndarray]],
@@ -326,7 +253,7 @@ def _evaluate(data: FrameData, name: str, folds: list[tuple[np.ndarray, np.ndarr
     video_fold = np.full(target.n_videos, -1)
     results = []
     for k, (train_videos, test_videos) in enumerate(folds):
-        model, threshold, params, trials, fit_s, peak = _fit_fold(
+        model, threshold, note, params, trials, fit_s, peak = _fit_fold(
             name, head_params, data, train_videos, aggregation, search, n_iter, random_state)
         rows = _rows(target, test_videos)
         with measure() as usage:
@@ -337,12 +264,17 @@ def _evaluate(data: FrameData, name: str, folds: list[tuple[np.ndarray, np.ndarr
         video_scores[hit], video_thresholds[hit], video_fold[hit] = videos[hit], threshold, k
         results.append(FoldResult(k, len(train_videos), len(test_videos), threshold, fit_s,
                                   usage.seconds, max(peak, usage.peak_rss_mb), params,
-                                  trials, head_info(model)))
+                                  trials, head_info(model), note))
     frame_ok = ~np.isnan(frame_scores) & (target.y >= 0)
     labels = target.video_labels
     video_ok = ~np.isnan(video_scores) & (labels >= 0)
-    final_threshold = (youden_threshold(labels[video_ok], video_scores[video_ok])
-                       if video_ok.any() else 0.5)
+    notes = [f"fold {r.fold}: {r.threshold_note}" for r in results if r.threshold_note]
+    if video_ok.any():
+        final_threshold = youden_threshold(labels[video_ok], video_scores[video_ok])
+    else:
+        final_threshold = FALLBACK_THRESHOLD
+        notes.append(f"final threshold {FALLBACK_THRESHOLD:g}, not chosen: no labelled item "
+                     f"was scored")
     scored = np.flatnonzero(~np.isnan(video_scores))
     position = np.full(target.n_videos, -1)
     position[scored] = np.arange(len(scored))
@@ -370,7 +302,7 @@ def _evaluate(data: FrameData, name: str, folds: list[tuple[np.ndarray, np.ndarr
         video=_metrics(labels[video_ok], video_scores[video_ok], video_thresholds[video_ok]),
         threshold=float(final_threshold), folds=results, video_scores=per_video,
         excluded=list(target.excluded), n_frames=int(frame_ok.sum()),
-        breakdown=breakdown(per_video, frame_table), frame_scores=frame_table,
+        breakdown=breakdown(per_video, frame_table), frame_scores=frame_table, notes=notes,
     )
 
 
@@ -433,6 +365,7 @@ def cross_validate(data: FrameData, head: str, *, aggregation: Aggregation | Non
                    folds: list[tuple[np.ndarray, np.ndarray]] | None = None,
                    roles: Roles | None = None) -> EvalReport:
     """Grouped k-fold cross-validation of one head (``folds`` reuses given splits)."""
+    check_search(search)
     folds = folds if folds is not None else grouped_folds(data, n_splits, random_state)
     return _evaluate(data, head, folds, f"grouped-cv-{len(folds)}", aggregation or
                      Aggregation(), search, n_iter, random_state, head_params or {},
@@ -453,6 +386,7 @@ def train_test(train: FrameData, test: FrameData, head: str, *,
                n_iter: int = 10, random_state: int = 0, head_params: dict | None = None,
                roles: Roles | None = None) -> EvalReport:
     """Fit on every item of ``train``, score every item of ``test`` (cross-dataset)."""
+    check_search(search)
     if train.features != test.features:
         raise FakeprobeError("train and test must use the same feature sets")
     shared = set(train.videos["group"]) & set(test.videos["group"])
