@@ -20,7 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 from sklearn.utils.multiclass import type_of_target, unique_labels
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from fakeprobe.errors import MissingDependency
 from fakeprobe.registry import Registry
@@ -53,13 +53,24 @@ class NystroemSVC(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y, sample_weight=None):
         X, y = validate_data(self, X, y)
-        self.classes_ = _binary_classes(y)
+        return self.fit_mapped(self.fit_map(X), y, sample_weight)
+
+    def fit_map(self, X) -> np.ndarray:
+        """Fit the Nystroem map (no labels) and return the mapped ``X``."""
+        X = validate_data(self, X)
         gamma = self.gamma if self.gamma is not None else 1.0 / (X.shape[1] * X.var() or 1.0)
         self.map_ = Nystroem(gamma=gamma, n_components=min(self.n_components, len(X)),
                              random_state=self.random_state).fit(X)
+        return self.map_.transform(X)
+
+    def fit_mapped(self, mapped, y, sample_weight=None):
+        """Fit the linear SVM on rows already mapped by ``map_`` (set by :meth:`fit_map`,
+        or shared with another instance fitted on the same inputs)."""
+        self.classes_ = _binary_classes(y)
+        self.n_features_in_ = self.map_.components_.shape[1]
         self.svm_ = LinearSVC(C=self.C, dual="auto", max_iter=5000,
                               random_state=self.random_state)
-        self.svm_.fit(self.map_.transform(X), y, sample_weight=sample_weight)
+        self.svm_.fit(mapped, y, sample_weight=sample_weight)
         return self
 
     def decision_function(self, X):
@@ -81,19 +92,32 @@ class AutoSVC(ClassifierMixin, BaseEstimator):
     """An SVM with calibrated probabilities that picks its kernel by the size of the data.
 
     Up to ``exact_max`` frames: ``SVC(kernel="rbf")``; above: :class:`NystroemSVC`. Either way
-    probabilities come from Platt scaling fitted on out-of-fold decision values
-    (``CalibratedClassifierCV(ensemble=False)``); when ``groups`` are given the calibration folds
-    are grouped, so frames of one video never calibrate their own scores. (``SVC(probability=
-    True)`` is deprecated and calibrates on ungrouped folds.)
+    probabilities come from Platt scaling fitted on decision values of frames the scoring SVM
+    did not see; when ``groups`` are given the calibration folds are grouped, so frames of one
+    video never calibrate their own scores. (``SVC(probability=True)`` is deprecated and
+    calibrates on ungrouped folds.)
+
+    ``calibration``: ``"cv"`` fits an SVM per fold of ``calibration_folds`` for out-of-fold
+    scores of every frame, Platt-scales them, then fits one more SVM on all frames
+    (``CalibratedClassifierCV(ensemble=False)``: ``calibration_folds`` + 1 fits, each mapping
+    the frames through its own Nystroem map). ``"crossfit"`` (Nystroem kernel only) keeps the
+    fold SVMs instead of refitting on all frames: each is Platt-scaled on the fold it did not
+    see and the probabilities are their mean (scikit-learn's ``ensemble=True``), with one
+    kernel map fitted and applied once for all of them: ``calibration_folds`` fits of
+    ``(k - 1) / k`` of the frames and no refit. ``"auto"`` (the default) is ``"crossfit"`` for
+    the Nystroem kernel and ``"cv"`` for the exact one, whose fits are cheap. On 100,000 x 128-d
+    frames ``"crossfit"`` fits about 2x faster than ``"cv"`` with the same log loss and
+    calibration error (``benchmarks/speed.py``).
     """
 
     def __init__(self, C: float = 1.0, gamma: str | float = "scale", exact_max: int =
-                 SVM_EXACT_MAX_FRAMES, calibration_folds: int = 3,
+                 SVM_EXACT_MAX_FRAMES, calibration_folds: int = 3, calibration: str = "auto",
                  random_state: int | None = 0) -> None:
         self.C = C
         self.gamma = gamma
         self.exact_max = exact_max
         self.calibration_folds = calibration_folds
+        self.calibration = calibration
         self.random_state = random_state
 
     def _base(self, n_samples: int) -> BaseEstimator:
@@ -119,14 +143,52 @@ class AutoSVC(ClassifierMixin, BaseEstimator):
             counts = np.bincount(np.searchsorted(self.classes_, y))
             folds = max(2, min(folds, int(counts.min())))
             cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.random_state)
+        if self.calibration not in ("auto", "cv", "crossfit"):
+            raise ValueError(f"calibration must be 'auto', 'cv' or 'crossfit', not "
+                             f"{self.calibration!r}")
+        if self.calibration == "crossfit" or (
+                self.calibration == "auto" and self.kernel_ == "nystroem"):
+            self._fit_crossfit(X, y, sample_weight, cv)
+            return self
         self.calibrated_ = CalibratedClassifierCV(self._base(len(X)), method="sigmoid", cv=cv,
                                                   ensemble=False)
         self.calibrated_.fit(X, y, sample_weight=sample_weight)
         return self
 
+    def _fit_crossfit(self, X, y, sample_weight, cv) -> None:
+        """One SVM per calibration fold, fitted on the other folds and Platt-scaled on its
+        own held-out fold; all share one kernel map (Nystroem, fitted without labels on every
+        frame, applied once). Probabilities are the members' mean."""
+        from sklearn.base import clone
+        from sklearn.calibration import _SigmoidCalibration
+
+        splits = cv if isinstance(cv, list) else list(cv.split(X, y))
+        base = self._base(len(X))
+        weights = _check_sample_weight(sample_weight, X)
+        positive = (y == self.classes_[1]).astype(int)
+        if not isinstance(base, NystroemSVC):
+            raise ValueError("calibration='crossfit' needs the Nystroem kernel (more frames "
+                             "than exact_max)")
+        mapped = base.fit_map(X)
+        self.members_ = []
+        for train, held in splits:
+            member = clone(base)
+            member.map_ = base.map_
+            member.fit_mapped(mapped[train], y[train], weights[train])
+            platt = _SigmoidCalibration().fit(member.svm_.decision_function(mapped[held]),
+                                              positive[held], weights[held])
+            self.members_.append((member.svm_, platt))
+        self.map_ = base.map_
+
     def predict_proba(self, X):
         check_is_fitted(self)
-        return self.calibrated_.predict_proba(validate_data(self, X, reset=False))
+        X = validate_data(self, X, reset=False)
+        if hasattr(self, "members_"):
+            mapped = self.map_.transform(X)
+            fake = np.mean([platt.predict(svm.decision_function(mapped))
+                            for svm, platt in self.members_], axis=0)
+            return np.column_stack([1.0 - fake, fake])
+        return self.calibrated_.predict_proba(X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
