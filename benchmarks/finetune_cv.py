@@ -45,7 +45,7 @@ from _nets import item_mean, net_outputs
 from _output import emit
 from fakeprobe.classifiers.metrics import binary_metrics, fmt
 from fakeprobe.core.provenance import environment
-from fakeprobe.extractor.finetune import FinetuneConfig, finetune, load_crops, sidecar_path
+from fakeprobe.training.finetune import FinetuneConfig, finetune, load_crops, sidecar_path
 
 FF_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 HEADS = ("logreg", "xgb")

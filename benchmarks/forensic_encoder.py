@@ -55,7 +55,7 @@ HOLDOUT_FRACTION = 0.2
 
 def recipe(**overrides):
     """The training settings of the shipped encoder (a ``FinetuneConfig``)."""
-    from fakeprobe.extractor.finetune import AugmentConfig, FinetuneConfig
+    from fakeprobe.training.finetune import AugmentConfig, FinetuneConfig
 
     settings = dict(
         base="efficientnet-lite0",  # its ImageNet weights are a plain dependency
@@ -166,7 +166,7 @@ class _Progress:
 
 
 def stage_train(run: Run, faces: Path, split: dict):
-    from fakeprobe.extractor.finetune import finetune
+    from fakeprobe.training.finetune import finetune
 
     return finetune(faces, run.workdir / "forensic.keras", run.config, groups=split["train"],
                     progress=_Progress())
@@ -284,7 +284,7 @@ def stage_score(run: Run, caches: dict[str, Path], split: dict) -> dict:
     """The trained net's embedding and own score on both caches, and the protocol's numbers."""
     from _nets import net_outputs
 
-    from fakeprobe.extractor.finetune import load_crops
+    from fakeprobe.training.finetune import load_crops
 
     net = run.workdir / "forensic.keras"
     path = run.workdir / "scores-finetuned.json"

@@ -1243,8 +1243,8 @@ def finetune(
     feature set: `fakeprobe extract DATA --out CACHE -b finetuned:OUT`
     (on a cache with stored crops, nothing is decoded).
     """
-    from fakeprobe.extractor.finetune import AugmentConfig, FinetuneConfig
-    from fakeprobe.extractor.finetune import finetune as run_finetune
+    from fakeprobe.training.finetune import AugmentConfig, FinetuneConfig
+    from fakeprobe.training.finetune import finetune as run_finetune
 
     _check_outputs([(out_path, "keras", "--out")], [cache], force)
     steps = [s.strip() for s in augment.split(",") if s.strip() and s.strip() != "none"]

@@ -20,7 +20,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+import signal
 import tempfile
+import threading
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -257,3 +259,21 @@ def check_writable(path: Path | str, *, option: str = "--out") -> None:
     except OSError as exc:
         raise OutputError(f"{option} {path}: cannot write in {existing} "
                           f"({exc.strerror or exc})") from None
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends (main thread only), then raise it, so a write the user
+    wants finished (a cache commit, a checkpoint) is not cut in half. A kill cannot be
+    deferred: those writes are atomic or journaled."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt

@@ -22,11 +22,11 @@ from fakeprobe.core.geometry import CropSpec
 from fakeprobe.errors import ConfigMismatch, FakeprobeError
 from fakeprobe.extractor.align import recrop
 from fakeprobe.extractor.components import BACKBONES
-from fakeprobe.extractor.finetune import (AugmentConfig, FinetuneConfig, FinetuneError,
-                                          SilentReporter, checkpoint_dir, finetune, load_crops,
-                                          sidecar_path, split_items)
 from fakeprobe.features import cache as fcache
 from fakeprobe.pipeline.run import extract
+from fakeprobe.training.finetune import (AugmentConfig, FinetuneConfig, FinetuneError,
+                                         SilentReporter, checkpoint_dir, finetune, load_crops,
+                                         sidecar_path, split_items)
 
 STORED = 64  # --keep-crops of the test cache
 #: The settings of the shared run: small, fast, every part of the network trained.

@@ -24,8 +24,8 @@ from fakeprobe.core.checksums import sha256_file
 from fakeprobe.core.config import CONTEXT_MARGIN, ExtractorConfig
 from fakeprobe.errors import WeightsError
 from fakeprobe.extractor.components import BACKBONES
-from fakeprobe.extractor.finetune import FinetuneConfig
 from fakeprobe.features.cache import CacheReader
+from fakeprobe.training.finetune import FinetuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """``finetuned``: the embedding layer of a network trained by ``fakeprobe finetune``.
 
-A fine-tuned model is one ``.keras`` file (see :mod:`fakeprobe.extractor.finetune`): an ImageNet
+A fine-tuned model is one ``.keras`` file (see :mod:`fakeprobe.training.finetune`): an ImageNet
 base (MobileNetV2 or EfficientNet-Lite0) with its input normalisation inside, then global pool ->
 BatchNorm -> Dropout -> ``Dense(embedding, relu)`` -> Dropout -> ``Dense(1, sigmoid)``. Its
 provenance travels inside the archive as :data:`METADATA_NAME` (plain JSON, read without
