@@ -254,3 +254,25 @@ def test_opencv_reads_what_pyav_cannot_open(tmp_path, monkeypatch):
     monkeypatch.setattr(video_av, "_open", lambda p: None)
     info, frames = read_media(path, "video", count=5)
     assert [f.index for f in frames] == [0, 5, 10, 14, 19] and info.n_frames == 20
+
+
+def test_extract_with_keyframes_only_caches_key_frames_and_keeps_them_on_rerun(
+        tmp_path, stub_config):
+    from dataclasses import replace
+
+    from fakeprobe.features import cache as fcache
+    from fakeprobe.pipeline.run import extract
+
+    folder = tmp_path / "in" / "real"
+    folder.mkdir(parents=True)
+    _h264(folder, n_frames=100, gop=10, name="clip.mp4")
+    (folder / "src-clip.mp4").unlink()
+    config = replace(stub_config, keyframes_only=True)
+    cache = tmp_path / "c.h5"
+    for _ in range(2):  # the rerun reads the cached frames again, not new key frames
+        summary = extract([tmp_path / "in"], cache, config)
+        assert summary.failed == 0
+    with fcache.CacheReader(cache) as reader:
+        assert reader.frames()["frame_index"].tolist() == [0, 20, 40, 60, 80, 90]
+        stored = reader.config
+    assert stored.keyframes_only and stored.row_differences(config) == {}

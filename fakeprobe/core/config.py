@@ -17,8 +17,10 @@ DEFAULT_FRAMES = 32
 #: ROC-AUC 0.84 on DFDC actors it never saw (frozen MobileNetV2 0.69) and 0.61 on the FF++
 #: videos with no FF++ item in training (0.50); and it needs no extra wheel.
 DEFAULT_BACKBONE = "forensic"
-#: Longest side of the copy of a frame the detector sees.
-DEFAULT_DETECT_SIZE = 640
+#: Longest side of the copy of a frame the detector sees. YuNet finds the face in every one of the
+#: 1,600 sampled frames of the FF++ c40 videos and the 192 of the DFDC ones at 320 px as at 640,
+#: in about 40% of the time (``benchmarks/speed.py`` checks the rate and the AUC on both).
+DEFAULT_DETECT_SIZE = 320
 #: Frames larger than this many pixels are refused (an 8K frame is 33 Mpx).
 DEFAULT_MAX_PIXELS = 40_000_000
 #: The most frames sampled from one video (``frames`` and ``max_frames``): every frame of 5.5
@@ -46,6 +48,7 @@ ROW_FIELDS = (
     "min_face_score",
     "all_faces",
     "track_iou",
+    "keyframes_only",
     "keep_crops",
     "max_pixels",
     "face_crops",
@@ -66,7 +69,9 @@ class ExtractorConfig:
     ``keep_crops`` is the side of stored aligned face crops (0 keeps none). ``face_crops``:
     every still image is one face crop (a face-crop data set): the largest detected face, or
     the image itself centred on the face template when none is found; videos are unaffected.
-    ``backbones`` may
+    ``keyframes_only``: each sampled frame of a video is replaced by the key frame nearest it
+    (duplicates dropped), and only key frames are decoded: for long videos, whose reference
+    frames cost too much to decode. ``backbones`` may
     be empty: only the rows (faces, landmarks, tracks) are cached, e.g. for ``landmarks``.
     """
 
@@ -78,6 +83,7 @@ class ExtractorConfig:
     min_face_score: float | None = None
     all_faces: bool = False
     track_iou: float = 0.3
+    keyframes_only: bool = False
     keep_crops: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
     face_crops: bool = False
@@ -99,6 +105,12 @@ class ExtractorConfig:
                                  f"(a probability), not {score!r}")
         if not (_is_number(self.track_iou) and 0.0 <= self.track_iou <= 1.0):
             raise ValueError(f"track_iou must be between 0 and 1, not {self.track_iou!r}")
+        kind = type(self.keyframes_only)
+        if not (kind is bool or (kind.__module__ == "numpy"  # numpy's, read from a cache
+                                 and kind.__name__ in ("bool", "bool_"))):
+            raise ValueError(f"keyframes_only must be true or false, not "
+                             f"{self.keyframes_only!r}")
+        object.__setattr__(self, "keyframes_only", bool(self.keyframes_only))
         if not (_is_int(self.keep_crops) and self.keep_crops >= 0):
             raise ValueError("keep_crops must be 0 (off) or a crop size in pixels")
         if isinstance(self.backbones, (str, bytes)) or not all(

@@ -52,8 +52,9 @@ __all__ = [
     "select_largest",
 ]
 
-#: Longest side, in pixels, of the copy of a frame the detectors see by default.
-DEFAULT_DETECT_SIZE = 640
+#: Longest side, in pixels, of the copy of a frame the detectors see by default (the
+#: extractor's default, ``core.config.DEFAULT_DETECT_SIZE``).
+DEFAULT_DETECT_SIZE = 320
 
 
 # --------------------------------------------------------------------------------------------- #

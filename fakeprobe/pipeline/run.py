@@ -87,7 +87,8 @@ class Extractor:
         t0 = time.perf_counter()
         indices = None if cached is None else np.unique(cached.frames.frame_index)
         info, frames = read_media(item.path, item.kind, indices, count=cfg.frames, fps=cfg.fps,
-                                  max_frames=cfg.max_frames, max_pixels=cfg.max_pixels)
+                                  max_frames=cfg.max_frames, max_pixels=cfg.max_pixels,
+                                  keyframes_only=cfg.keyframes_only and cached is None)
         seconds["decode"] += time.perf_counter() - t0
         record.fps, record.width, record.height, record.n_frames = (
             float(info.fps), info.width, info.height, info.n_frames)
