@@ -28,8 +28,9 @@ from its checkpoint after a kill or Ctrl-C):
    baseline (``mobilenet-v2``) is measured the same way.
 
 Writes ``WORKDIR/results.json`` and a markdown table (stdout JSON, stderr markdown, like every
-benchmark). ``--export`` then writes the shipped weights (``fakeprobe/weights/``): see
-``fakeprobe.extractor.backbones.forensic``.
+benchmark). ``--export`` then writes the shipped weights and their ONNX copy, checked against
+the Keras network on 256 of the cached crops (``fakeprobe/weights/``): see
+``fakeprobe.extractor.backbones.forensic``; ``--convert`` writes only that copy.
 """
 
 from __future__ import annotations
@@ -391,8 +392,10 @@ def stage_export(run: Run, caches: dict[str, Path], split: dict, scores: dict) -
     weights = run.weights_dir / WEIGHTS_FILE
     protocol = {"holdout_groups": split["holdout"], "salt": split["salt"],
                 "recipe": run.config.to_dict(), "scores": scores}
-    _pin(run.weights_dir, WEIGHTS_FILE,
-         export(run.workdir / "forensic.keras", weights, extra={"protocol": protocol}))
+    crops = check_crops(caches["faces"], run.config.input_size)
+    _pin(run.weights_dir, WEIGHTS_FILE, export(run.workdir / "forensic.keras", weights,
+                                              extra={"protocol": protocol}, check_crops=crops))
+    converted = _pin_converted(run.weights_dir)
     _log(f"{weights}: {weights.stat().st_size / 1e6:.1f} MB")
     use = {"forensic": str(weights)}
     # the detector's cache: face-crop mode, default sampling (32 frames of a video at predict)
@@ -422,9 +425,51 @@ def stage_export(run: Run, caches: dict[str, Path], split: dict, scores: dict) -
         "detector_cache_seconds": extract_seconds, "detector_cache_items": summary.extracted,
         "detector_cv_video": fitted.report.video,
         "holdout": _report_numbers(held), "videos": _report_numbers(videos),
-        "videos_with_actors": _report_numbers(videos_all),
+        "videos_with_actors": _report_numbers(videos_all), "converted": converted,
     }
     return shipped
+
+
+def check_crops(faces: Path, size: int, n: int = 256) -> np.ndarray:
+    """``n`` stored crops spread over the face-crop cache, cut to the encoder's ``size`` px
+    crop: the real faces on which the ONNX copy is checked against the Keras network."""
+    from fakeprobe.core.config import CONTEXT_MARGIN
+    from fakeprobe.core.geometry import CropSpec
+    from fakeprobe.features.cache import CacheReader
+    from fakeprobe.features.crops import row_crops
+
+    spec = CropSpec(size, CONTEXT_MARGIN)
+    with CacheReader(faces) as cache:
+        rows = np.unique(np.linspace(0, cache.n_rows - 1, n).astype(int))
+        return row_crops(cache, rows, spec, media=False, upsample=True, strict=True)[spec]
+
+
+def _pin_converted(weights_dir: Path) -> dict:
+    """Pin the ONNX copy that ``export`` wrote beside the weights; what it records."""
+    import onnxruntime as ort
+
+    from fakeprobe.core.checksums import sha256_file
+    from fakeprobe.extractor.backbones.forensic import CONVERTED_FILE
+    from fakeprobe.extractor.backbones.onnx_runtime import METADATA_KEY
+
+    path = weights_dir / CONVERTED_FILE
+    _pin(weights_dir, CONVERTED_FILE, sha256_file(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    described = json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
+    _log(f"{path}: {path.stat().st_size / 1e6:.1f} MB, features within "
+         f"{described['agreement']['max_abs_difference']:.2g} of the Keras network's")
+    return {"sha256": sha256_file(path), "mb": path.stat().st_size / 1e6, **described}
+
+
+def stage_convert(run: Run, faces: Path) -> dict:
+    """Only the ONNX copy of the weights already in ``--weights-dir``, checked on crops of
+    the face-crop cache, and its pin (``--convert``: no training, nothing else changes)."""
+    from fakeprobe.extractor.backbones.forensic import WEIGHTS_FILE, convert_weights, read_weights
+
+    weights = run.weights_dir / WEIGHTS_FILE
+    _, metadata, _ = read_weights(weights, arrays=False)
+    convert_weights(weights, check_crops=check_crops(faces, int(metadata["input_size"])))
+    return _pin_converted(run.weights_dir)
 
 
 def _report_numbers(result) -> dict:
@@ -439,8 +484,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", choices=("cache", "split", "train", "score", "all"),
                         default="all")
     parser.add_argument("--export", action="store_true",
-                        help="write the shipped weights, the bundled detector and their "
-                        "checksums (into --weights-dir) and measure them")
+                        help="write the shipped weights, their ONNX copy, the bundled detector "
+                        "and their checksums (into --weights-dir) and measure them")
+    parser.add_argument("--convert", action="store_true",
+                        help="only write the ONNX copy of the weights in --weights-dir (checked "
+                        "on crops of WORKDIR/faces.h5) and its checksum")
     defaults = Run(Path("."))
     parser.add_argument("--faces", type=Path, default=defaults.faces,
                         help="CSV manifest of labelled, grouped face crops")
@@ -465,7 +513,13 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(args.workdir, args.faces, args.videos, args.detector, args.weights_dir,
               args.frozen, overrides)
     run.workdir.mkdir(parents=True, exist_ok=True)
+    if args.convert and (run.workdir / "faces.h5").exists():
+        print(json.dumps(stage_convert(run, run.workdir / "faces.h5"), indent=1))
+        return 0
     caches = stage_cache(run)
+    if args.convert:
+        print(json.dumps(stage_convert(run, caches["faces"]), indent=1))
+        return 0
     split = stage_split(caches["faces"], run.workdir)
     _log(f"held out {len(split['holdout'])} of {split['groups']} actor groups")
     if args.stage in ("cache", "split"):

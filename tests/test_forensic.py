@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -71,6 +72,210 @@ def test_a_tampered_weights_file_is_refused(tmp_path, monkeypatch):
     model.write_bytes(model.read_bytes() + b"\0")
     with pytest.raises(WeightsError, match="SHA-256"):
         shipped.bundled_model_path()
+
+
+# --- the two runtimes ------------------------------------------------------------------------
+
+def _features_within_tolerance(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest difference of features ``a`` from the reference ``b``, asserted within the
+    tolerance the model card states (relative to the features' magnitude, at least 1)."""
+    from fakeprobe.extractor.backbones.forensic import FEATURE_TOLERANCE
+
+    assert a.shape == b.shape and np.isfinite(a).all()
+    difference = float(np.abs(a - b).max())
+    assert difference <= FEATURE_TOLERANCE * max(1.0, float(np.abs(b).max())), difference
+    return difference
+
+
+def test_the_shipped_encoder_runs_on_onnx_runtime_without_tensorflow():
+    """A fresh process builds the default backbone and embeds crops: ONNX Runtime serves it,
+    TensorFlow is never imported, and the converted copy is pinned and small."""
+    import subprocess
+
+    from fakeprobe.extractor.backbones.forensic import CONVERTED_FILE
+    from fakeprobe.weights import pinned_sha256, weights_dir
+
+    path = weights_dir() / CONVERTED_FILE
+    assert path.stat().st_size < 20e6, "the shipped ONNX copy must stay small"
+    assert sha256_file(path) == pinned_sha256(CONVERTED_FILE)
+    code = ("import sys, numpy as np\n"
+            "from fakeprobe.extractor.components import BACKBONES\n"
+            "b = BACKBONES.create('forensic', device='auto')\n"
+            "v = b.embed(np.zeros((2, b.crop.size, b.crop.size, 3), np.uint8))\n"
+            "print(b.runtime, v.shape, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != "FAKEPROBE_FORENSIC_RUNTIME"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["onnxruntime", "(2,", "128)", "False", "False"]
+
+
+def test_both_runtimes_give_the_same_features_and_the_same_feature_set(forensic):
+    from fakeprobe.extractor.backbones.forensic import synthetic_crops
+
+    keras_net = BACKBONES.create("forensic", device="cpu", batch_size=8, runtime="keras")
+    light = BACKBONES.create("forensic", device="cpu", batch_size=8, runtime="onnxruntime")
+    assert (keras_net.runtime, light.runtime, forensic.runtime) == (
+        "keras", "onnxruntime", "onnxruntime")
+    # one feature set: a cache made by either is read as the same one
+    assert keras_net.config() == light.config()
+    crops = synthetic_crops(light.crop.size, 24, seed=3)
+    _features_within_tolerance(light.embed(crops), keras_net.embed(crops))
+    with pytest.raises(Exception, match="runtime"):
+        BACKBONES.create("forensic", device="cpu", runtime="tflite")
+
+
+def test_a_tampered_onnx_copy_is_refused(tmp_path, monkeypatch):
+    import fakeprobe.weights as shipped
+    from fakeprobe.extractor.backbones.forensic import CONVERTED_FILE
+
+    copy = tmp_path / "weights"
+    shutil.copytree(shipped.weights_dir(), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    data = bytearray((copy / CONVERTED_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / CONVERTED_FILE).write_bytes(bytes(data))
+    monkeypatch.setattr(shipped, "weights_dir", lambda: copy)
+    with pytest.raises(WeightsError, match="SHA-256"):
+        BACKBONES.create("forensic", device="cpu")
+    # forcing Keras does not read the copy at all
+    assert BACKBONES.create("forensic", device="cpu", runtime="keras").runtime == "keras"
+
+
+def test_a_converted_copy_of_other_weights_is_never_used(tmp_path):
+    """A weights file of one's own runs on the ONNX copy beside it only when that copy was
+    converted from this very file; after the file changes, Keras serves (auto) or the runtime
+    asked for refuses."""
+    from fakeprobe.extractor.backbones.forensic import CONVERTED_FILE, WEIGHTS_FILE, converted_path
+    from fakeprobe.weights import weights_dir
+
+    weights = tmp_path / "mine.npz"
+    shutil.copyfile(weights_dir() / WEIGHTS_FILE, weights)
+    shutil.copyfile(weights_dir() / CONVERTED_FILE, converted_path(weights))
+    own = BACKBONES.create("forensic", device="cpu", weights=str(weights))
+    assert own.runtime == "onnxruntime" and own.config()["weights"] == "mine.npz"
+    with np.load(weights, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(bytes(arrays["metadata"]).decode())
+    arrays["metadata"] = np.frombuffer(json.dumps({**meta, "note": "re-saved"}).encode(),
+                                       np.uint8)
+    np.savez_compressed(weights, **arrays)  # other bytes, other SHA-256
+    with pytest.warns(UserWarning, match="converted from weights"):
+        fallback = BACKBONES.create("forensic", device="cpu", weights=str(weights))
+    assert fallback.runtime == "keras"
+    assert fallback.config()["weights_sha256"] == sha256_file(weights)
+    with pytest.raises(WeightsError, match="converted from weights"):
+        BACKBONES.create("forensic", device="cpu", weights=str(weights), runtime="onnxruntime")
+
+
+def _tiny_weights(path: Path, size: int = 32) -> Path:
+    """A forensic weights file of a tiny network (the layers fakeprobe builds), written in the
+    format :func:`export` writes."""
+    import keras
+
+    from fakeprobe.extractor.backbones.forensic import FORENSIC_FORMAT
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((size, size, 3), name="rgb")
+    x = keras.layers.Normalization(mean=[127.0] * 3, variance=[128.0 ** 2] * 3)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(6, activation="relu", name="embedding")(x)
+    model = keras.Model(inputs, keras.layers.Dense(1)(x))
+    weights = model.get_weights()
+    metadata = {"format": FORENSIC_FORMAT, "weights": len(weights), "base": "tiny",
+                "input_size": size, "crop_margin": CONTEXT_MARGIN, "embedding_layer": "embedding",
+                "embedding_dim": 6, "dtype": "float16"}
+    arrays = {f"w{k:04d}": np.asarray(w, np.float16) for k, w in enumerate(weights)}
+    arrays["architecture"] = np.frombuffer(model.to_json().encode(), np.uint8)
+    arrays["metadata"] = np.frombuffer(json.dumps(metadata).encode(), np.uint8)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def test_convert_writes_a_copy_that_agrees_and_refuses_one_that_does_not(tmp_path, monkeypatch):
+    from fakeprobe.extractor.backbones import onnx_runtime
+    from fakeprobe.extractor.backbones.forensic import (
+        FEATURE_TOLERANCE, convert_weights, converted_path, synthetic_crops)
+
+    weights = _tiny_weights(tmp_path / "tiny.npz")
+    described = convert_weights(weights)
+    copy = converted_path(weights)
+    assert copy.is_file() and described["source_sha256"] == sha256_file(weights)
+    measured = described["agreement"]
+    assert measured["within"] and measured["check_crops"] == "synthetic"
+    assert measured["max_abs_difference"] <= FEATURE_TOLERANCE * max(1, measured["feature_scale"])
+    light = BACKBONES.create("forensic", device="cpu", weights=str(weights))
+    heavy = BACKBONES.create("forensic", device="cpu", weights=str(weights), runtime="keras")
+    assert (light.runtime, heavy.runtime) == ("onnxruntime", "keras")
+    assert light.config() == heavy.config() and light.dim == 6
+    crops = synthetic_crops(32, 10, seed=5)
+    _features_within_tolerance(light.embed(crops), heavy.embed(crops))
+    # the float16 weights are stored as float16 inside the graph (cast back to float32 there)
+    import onnx
+
+    stored = {onnx.TensorProto.DataType.Name(t.data_type) for t in onnx.load(copy).graph.initializer
+              if np.prod(t.dims) >= onnx_runtime.MIN_FLOAT16_SIZE}
+    assert stored == {"FLOAT16"}
+    # a conversion whose features drift beyond the tolerance is not written
+    copy.unlink()
+    embed = onnx_runtime.OnnxNetwork.embed
+    monkeypatch.setattr(onnx_runtime.OnnxNetwork, "embed",
+                        lambda self, c: embed(self, c) + 0.01)
+    with pytest.raises(WeightsError, match="not written"):
+        convert_weights(weights)
+    assert not copy.exists()
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_bundled_detector_scores_ffpp_c40_alike_on_both_runtimes(shared_data, tmp_path,
+                                                                  monkeypatch):
+    """``predict`` of FF++ c40 videos with the bundled detector, once per runtime: the caches
+    hold one feature set (either one is accepted by the model), their features agree within the
+    card's tolerance on these real face crops, and no frame or video score moves by 1e-3."""
+    from fakeprobe.classifiers.model import load_model
+    from fakeprobe.weights import bundled_model_path
+
+    videos = [shared_data / "ffpp" / "original_sequences" / "youtube" / "c40" / "videos" /
+              "253.mp4",
+              shared_data / "ffpp" / "manipulated_sequences" / "Deepfakes" / "c40" / "videos" /
+              "253_183.mp4",
+              shared_data / "ffpp" / "manipulated_sequences" / "NeuralTextures" / "c40" /
+              "videos" / "481_469.mp4"]
+    runs = {}
+    for runtime in ("keras", "onnxruntime"):
+        monkeypatch.setenv("FAKEPROBE_FORENSIC_RUNTIME", runtime)
+        cache = tmp_path / f"{runtime}.h5"
+        result = CliRunner().invoke(app, ["predict", *map(str, videos), "--json", "--device",
+                                          "cpu", "--cache", str(cache)])
+        assert result.exit_code == 0, result.output
+        runs[runtime] = (json.loads(result.stdout)["predictions"], cache)
+    model = load_model(bundled_model_path())
+    configs, features = {}, {}
+    for runtime, (_, cache) in runs.items():
+        model.check_cache(cache)  # the bundled detector accepts a cache of either runtime
+        with CacheReader(cache) as reader:
+            configs[runtime] = reader.feature_sets["forensic"]
+            ids, frames = reader.videos()["id"], reader.frames(("video", "frame_index", "track"))
+            keys = zip(ids[frames["video"]], frames["frame_index"], frames["track"])
+            # rows are in the order items finished: matched by (video, frame, track)
+            features[runtime] = dict(zip(keys, reader.features("forensic")))
+    assert configs["keras"] == configs["onnxruntime"]
+    assert features["keras"].keys() == features["onnxruntime"].keys()
+    keys = [k for k, v in features["keras"].items() if not np.isnan(v[0])]
+    assert len(keys) >= 60  # real faces on most of the 3 x 32 frames
+    _features_within_tolerance(np.stack([features["onnxruntime"][k] for k in keys]),
+                               np.stack([features["keras"][k] for k in keys]))
+    keras_runs = {p["id"]: p for p in runs["keras"][0]}
+    light_runs = {p["id"]: p for p in runs["onnxruntime"][0]}
+    assert keras_runs.keys() == light_runs.keys() and len(keras_runs) == 3
+    for vid, a in keras_runs.items():
+        b = light_runs[vid]
+        assert a["status"] == b["status"] == "ok"
+        assert abs(a["score"] - b["score"]) <= 1e-3 and a["frames_used"] == b["frames_used"]
+        for x, y in zip(a["timeline"], b["timeline"]):
+            assert x["frame"] == y["frame"] and abs(x["score"] - y["score"]) <= 1e-3
 
 
 def test_a_weights_file_naming_foreign_layers_is_refused(tmp_path):
@@ -228,8 +433,19 @@ def test_the_recipe_runs_end_to_end_on_a_tiny_set(tmp_path):
     assert sha256_file(weights) == shipped["weights_sha256"]
     sums = (tmp_path / "shipped" / "SHA256SUMS").read_text()
     assert f"{shipped['weights_sha256']}  forensic-v1.npz" in sums
+    # the ONNX copy: written beside the weights, pinned, checked on the cached crops, used
+    onnx_copy = tmp_path / "shipped" / "forensic-v1.onnx"
+    assert f"{sha256_file(onnx_copy)}  forensic-v1.onnx" in sums
+    converted = shipped["converted"]
+    assert converted["source_sha256"] == shipped["weights_sha256"]
+    assert converted["agreement"]["within"] and converted["agreement"]["check_crops"] == "given"
+    assert converted["agreement"]["crops"] > 0
     backbone = BACKBONES.create("forensic", device="cpu", weights=str(weights))
-    assert backbone.crop.size == 64
+    assert backbone.crop.size == 64 and backbone.runtime == "onnxruntime"
+    on_keras = BACKBONES.create("forensic", device="cpu", weights=str(weights), runtime="keras")
+    assert on_keras.config() == backbone.config()
+    probe = rng.integers(0, 256, (6, 64, 64, 3), np.uint8)
+    _features_within_tolerance(backbone.embed(probe), on_keras.embed(probe))
     # float16 weights: the same features as the float32 network, to float16 precision
     finetuned = BACKBONES.create("finetuned", device="cpu", weights=str(work / "forensic.keras"))
     crops = rng.integers(0, 256, (4, 64, 64, 3), np.uint8)

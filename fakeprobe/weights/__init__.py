@@ -2,6 +2,8 @@
 
 * ``forensic-v1.npz``: the ``forensic`` face encoder (see
   :mod:`fakeprobe.extractor.backbones.forensic`), plain arrays read without pickle;
+* ``forensic-v1.onnx``: the same network converted for ONNX Runtime, which runs it without
+  TensorFlow (used only as long as it matches ``forensic-v1.npz``: see the model card);
 * ``forensic-detector-v1.fpm``: the bundled detector, a head fitted on that encoder's features,
   which ``fakeprobe predict`` uses when no ``--model`` is given;
 * ``FORENSIC_CARD.md``: the model card of both (data and its terms, recipe, measured numbers
