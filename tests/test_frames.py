@@ -276,3 +276,22 @@ def test_extract_with_keyframes_only_caches_key_frames_and_keeps_them_on_rerun(
         assert reader.frames()["frame_index"].tolist() == [0, 20, 40, 60, 80, 90]
         stored = reader.config
     assert stored.keyframes_only and stored.row_differences(config) == {}
+
+
+@pytest.mark.parametrize("degrees", ["90", "-90", "180"])
+def test_pyav_turns_rotated_videos_upright_as_opencv_does(tmp_path, degrees):
+    import imageio_ffmpeg
+
+    from fakeprobe.extractor import video_av
+    from fakeprobe.extractor.frames import read_video_opencv
+
+    landscape = write_video(tmp_path / "land.mp4", n_frames=4, size=(96, 64), blobs=1)
+    rotated = tmp_path / "rot.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
+                    "-display_rotation", degrees, "-i", str(landscape), "-c", "copy",
+                    str(rotated)], check=True)
+    info, frames = video_av.read_video_av(rotated, count=2)
+    reference_info, reference = read_video_opencv(rotated, count=2)
+    assert info == reference_info
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(frames, reference))
+    assert frames[0].image.shape[:2] == ((64, 96) if degrees == "180" else (96, 64))
