@@ -9,7 +9,9 @@ videos present, each measurement in its own process:
   ffmpeg would; the JSON says which;
 * ``before``     ``fakeprobe extract`` as it was: OpenCV's sequential reader (every frame
   decoded; the fallback PyAV is bypassed), YuNet at 640 px, no tracking;
-* ``after``      ``fakeprobe extract`` with the default settings.
+* ``after``      ``fakeprobe extract`` with the default settings;
+* ``detect-sizes`` YuNet at 640, 480 and 320 px on the same sampled frames: the share of frames
+  with a face and ms/frame.
 
 For ``before`` and ``after``: s/video (wall, models loaded and warmed outside the timing), the
 detection rate (sampled frames with a face), and the video ROC-AUC of a logistic head under
@@ -60,6 +62,7 @@ TARGETS = {"ffpp": 0.4, "dfdc": 1.0}  # s/video of extract with default settings
 FACES_TARGET = 100.0  # crops/s
 COMPARE_TARGET = 60.0  # s
 ECE_BINS = 15
+DETECT_SIZES = (640, 480, 320)
 
 
 def select_items(data: Path, which: str, limit: int | None):
@@ -99,6 +102,24 @@ def yardstick(items) -> dict:
     return {"seconds": time.perf_counter() - start, "tool": (
         "ffmpeg -threads 1 -f null -" if ffmpeg else "PyAV full decode, one thread"),
         "frames": frames}
+
+
+def detect_sizes(items, sizes=DETECT_SIZES) -> dict:
+    """YuNet at each size on the same sampled frames (decoded once): the share of frames with
+    a face and the milliseconds per frame (shrinking included)."""
+    from fakeprobe.extractor.components import DETECTORS
+    from fakeprobe.extractor.frames import read_media
+
+    frames = [f.image for item in items for f in read_media(item.path, item.kind)[1]]
+    out = {}
+    for size in sizes:
+        detector = DETECTORS.create("yunet", detect_size=size)
+        detector.detect(frames[0])  # creates the model: outside the timing
+        start = time.perf_counter()
+        found = [len(detector.detect(frame)) > 0 for frame in frames]
+        out[str(size)] = {"frames": len(frames), "detection_rate": float(np.mean(found)),
+                          "ms_per_frame": 1000 * (time.perf_counter() - start) / len(frames)}
+    return {"sizes": out}
 
 
 def extract_run(items, mode: str, cache: Path, workers: int) -> dict:
@@ -194,6 +215,8 @@ def run_child(args: argparse.Namespace) -> dict:
                          else args.limit)
     if args.mode == "yardstick":
         result = yardstick(items)
+    elif args.mode == "detect-sizes":
+        result = detect_sizes(items)
     else:
         result = extract_run(items, args.mode, Path(args.cache), args.workers)
     return {"videos": len(items), **result}
@@ -302,6 +325,13 @@ def markdown(result: dict) -> str:
             f"{f(row.get('after', {}).get('video_auc_logreg'))} | "
             f"{f(row.get('frames', {}).get('same_frame'), '{:.3f}')} | "
             f"{f(row.get('frames', {}).get('median_feature_cosine'), '{:.4f}')} |")
+    sizes = [(which, size, r) for which, row in result["extract"].items()
+             for size, r in row.get("detect_sizes", {}).items() if isinstance(r, dict)]
+    if sizes:
+        lines += ["", "| set | detect size | frames | detection rate | ms/frame |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {which} | {size} | {r['frames']} | {r['detection_rate']:.4f} | "
+                  f"{r['ms_per_frame']:.1f} |" for which, size, r in sizes]
     faces = result.get("faces")
     if faces and "crops_per_s" in faces:
         lines += ["", f"dfdc_faces end to end (`--face-crops`, default feature set): "
@@ -371,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
                     row["after_over_yardstick"] = (row["after_s_per_video"]
                                                    / row["yardstick_s_per_video"])
                 row["target_s_per_video"] = TARGETS[which]
+                sizes = child(args, "detect-sizes", which)
+                row["detect_sizes"] = sizes.get("sizes", sizes)
                 result["extract"][which] = row
         if "faces" not in args.skip:
             run = child(args, "faces", "dfdc_faces", folder / "faces.h5")
