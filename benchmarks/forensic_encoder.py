@@ -379,7 +379,7 @@ def stage_export(run: Run, caches: dict[str, Path], split: dict, scores: dict) -
     shipped encoder's features of the *training* actors, so the protocol's held-out numbers
     are the bundled detector's own), and the numbers measured through the shipped files and
     the ordinary pipeline (``extract -b forensic``, ``fit``, ``evaluate``)."""
-    from fakeprobe.classifiers.api import Protocol, evaluate, fit
+    from fakeprobe.app import Protocol, evaluate, fit
     from fakeprobe.classifiers.data import Selection
     from fakeprobe.core.checksums import sha256_file
     from fakeprobe.core.config import ExtractorConfig

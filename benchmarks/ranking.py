@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fakeprobe.classifiers.api import Protocol
+from fakeprobe.app import Protocol
 from fakeprobe.classifiers.data import FrameData, Selection, load_frames
 from fakeprobe.datasets import SELF_BLEND_METHOD
 from fakeprobe.training.cv import EvalReport, cross_validate, grouped_folds, train_test

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fakeprobe.classifiers.api import Protocol
+from fakeprobe.app import Protocol
 from fakeprobe.classifiers.data import FrameData, load_frames
 from fakeprobe.training.cv import cross_validate, grouped_folds, train_test
 from _output import emit

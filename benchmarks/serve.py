@@ -2,7 +2,7 @@
 the server is warm, beside the extraction of the same video alone, and the throughput with 1, 2
 and 4 clients sending videos at once.
 
-1. **Extraction alone**: in this process, a :class:`fakeprobe.classifiers.api.Predictor` of the
+1. **Extraction alone**: in this process, a :class:`fakeprobe.app.Predictor` of the
    bundled detector is warmed up (networks built, one blank batch run), then its extractor runs
    on the video ``--repeats`` times into fresh caches; the median wall time is the floor any
    server could reach (decode, detect, align, embed, commit).
@@ -82,7 +82,7 @@ class Load:
 
 
 def extraction_alone(video: Path, repeats: int) -> dict:
-    from fakeprobe.classifiers.api import Predictor
+    from fakeprobe.app import Predictor
 
     predictor = Predictor(None, device="cpu")
     t0 = time.perf_counter()

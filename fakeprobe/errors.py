@@ -61,3 +61,13 @@ class CacheLocked(CacheError):
 class OutputError(FakeprobeError):
     """An output path that is refused (one of the inputs, an existing file of another kind) or
     cannot be written (read-only folder, disk full, name too long)."""
+
+
+class InvalidOption(ConfigError):
+    """An argument that is malformed or conflicts with another, where the command line has an
+    option for it (``option`` names it as the command line spells it, e.g. ``--weights``; the
+    CLI reports it as a usage error, exit code 2)."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option

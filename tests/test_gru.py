@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fakeprobe.classifiers import api
+from conftest import import_core
+from fakeprobe import app as api
 from fakeprobe.classifiers.data import load_frames
 from fakeprobe.classifiers.heads import new_head
 from fakeprobe.classifiers.model import load_model
@@ -18,7 +19,7 @@ from fakeprobe.errors import FakeprobeError
 from fakeprobe.features import cache as fcache
 from fakeprobe.training.cv import cross_validate, fake_proba, fit_final
 
-pytest.importorskip("keras")
+import_core("keras")
 
 
 def _expected_failures(estimator):

@@ -11,7 +11,7 @@ import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from typer.testing import CliRunner
 
-from fakeprobe.classifiers import api
+from fakeprobe import app as api
 from fakeprobe.classifiers.data import Selection, load_frames
 from fakeprobe.classifiers.heads import AutoSVC, NystroemSVC, balanced_weights, new_head
 from fakeprobe.classifiers.model import ModelIntegrityError, load_model

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from conftest import require_shared_data, write_image, write_video
-from fakeprobe.cli import _csv_text, app
+from fakeprobe.app.outputs import csv_text as _csv_text
+from fakeprobe.cli import app
 from fakeprobe.core.config import MAX_SAMPLED_FRAMES, ExtractorConfig
 from fakeprobe.datasets import discover, safe_text
 from fakeprobe.errors import FakeprobeError, MediaError

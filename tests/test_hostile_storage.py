@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from fakeprobe.classifiers import api
+from fakeprobe import app as api
 from fakeprobe.classifiers import model as fmodel
 from fakeprobe.classifiers.heads import fit_head, new_head
 from fakeprobe.cli import app
@@ -619,7 +619,7 @@ def test_a_commit_that_would_fill_the_disk_is_refused_first(tmp_path, monkeypatc
 
 def test_fit_onto_a_read_only_folder_fails_before_fitting(world, tmp_path, monkeypatch):
     from fakeprobe import fileio
-    from fakeprobe.classifiers import api as fapi
+    from fakeprobe import app as fapi
 
     calls = []
     monkeypatch.setattr(fapi, "fit", lambda *a, **k: calls.append(a))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fakeprobe.classifiers.api import Protocol
+from fakeprobe.app import Protocol
 from fakeprobe.classifiers.data import load_frames
 from fakeprobe.classifiers.heads import SEARCH_SPACES
 from fakeprobe.cli import app
@@ -92,7 +92,7 @@ def test_compare_runs_a_bayes_search_from_the_command_line(tmp_path):
 
 
 def test_the_final_model_takes_the_first_folds_params_when_every_fold_differs(tmp_path):
-    from fakeprobe.classifiers import api
+    from fakeprobe import app as api
 
     cache = make_cache(tmp_path / "syn.h5", n_groups=9)
     result = api.fit(cache, "logreg", None,

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import write_image, write_video
-from fakeprobe.classifiers.api import Protocol
+from fakeprobe.app import Protocol
 from fakeprobe.classifiers.data import load_frames
 from fakeprobe.cli import app
 from fakeprobe.datasets import SELF_BLEND_METHOD, SELF_BLEND_SUFFIX

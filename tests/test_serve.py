@@ -26,7 +26,7 @@ import pytest
 from conftest import write_video
 from typer.testing import CliRunner
 
-from fakeprobe.classifiers.api import Predictor, predict
+from fakeprobe.app import Predictor, predict
 from fakeprobe.cli import app as cli_app
 from fakeprobe.errors import FakeprobeError
 from fakeprobe.weights import bundled_model_path

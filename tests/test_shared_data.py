@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import write_video
-from fakeprobe.classifiers import api
+from fakeprobe import app as api
 from fakeprobe.core.config import DEFAULT_BACKBONE, ExtractorConfig
 from fakeprobe.features import cache as fcache
 from fakeprobe.pipeline.run import extract

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fakeprobe.classifiers import api, ensemble
+from fakeprobe import app as api
+from fakeprobe.classifiers import ensemble
 from fakeprobe.classifiers.data import load_frames
 from fakeprobe.classifiers.ensemble import StackedHeads
 from fakeprobe.classifiers.heads import new_head, predict_params

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fakeprobe.classifiers import api
+from fakeprobe import app as api
 from fakeprobe.classifiers.data import load_frames
 from fakeprobe.cli import app
 from fakeprobe.core.config import ExtractorConfig

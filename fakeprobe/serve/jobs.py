@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from fakeprobe.app.predict import Predictor
 from fakeprobe.classifiers.aggregate import smooth
-from fakeprobe.classifiers.api import Predictor
 from fakeprobe.errors import FakeprobeError
 
 log = logging.getLogger("fakeprobe.serve")

@@ -1,0 +1,5 @@
+"""``python -m fakeprobe``: the command line."""
+
+from fakeprobe.cli import main
+
+main()

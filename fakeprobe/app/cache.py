@@ -1,0 +1,107 @@
+"""What a cache holds (``info``), what can run here (``components``), and feature sets derived
+from a cache without decoding (``derive``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from fakeprobe.app._result import JsonResult
+from fakeprobe.errors import FakeprobeError
+
+
+@dataclass(frozen=True)
+class InfoResult(JsonResult):
+    """A cache's counts (per label, status, kind, dataset, method), feature sets, extractor
+    config, failures and the items read with a caveat (``warnings``)."""
+
+    cache: Path
+    summary: dict[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.summary[key]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.summary
+
+
+def info(cache_path: Path | str) -> InfoResult:
+    """Read a cache's summary (read-only)."""
+    from fakeprobe.core.schema import READ_STATUSES
+    from fakeprobe.features.cache import CacheReader, summarize
+
+    summary = summarize(cache_path)
+    with CacheReader(cache_path) as reader:  # items read with a caveat, e.g. a truncated video
+        videos = reader.videos()
+    summary["warnings"] = [
+        {"id": str(vid), "status": str(status), "error": str(error)}
+        for vid, status, error in zip(videos["id"], videos["status"], videos["error"])
+        if status in READ_STATUSES and error]
+    return InfoResult(Path(cache_path), summary)
+
+
+@dataclass(frozen=True)
+class ComponentsResult(JsonResult):
+    """Every registered detector, backbone and head (name, whether it can run here, what is
+    missing and how to install it, a description) and the bundled detector."""
+
+    detectors: list[dict[str, Any]]
+    backbones: list[dict[str, Any]]
+    heads: list[dict[str, Any]]
+    bundled_model: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"detector": self.detectors, "backbone": self.backbones, "head": self.heads,
+                "bundled_model": self.bundled_model}
+
+
+def registries() -> dict[str, Any]:
+    """The component registries by kind (``detector``, ``backbone``, ``head``); importing them
+    imports no network library."""
+    from fakeprobe.classifiers.heads import HEADS
+    from fakeprobe.extractor.components import BACKBONES, DETECTORS
+
+    return {"detector": DETECTORS, "backbone": BACKBONES, "head": HEADS}
+
+
+def choices() -> dict[str, list[str]]:
+    """The names each choice accepts: ``detector``, ``backbone``, ``head`` (the registries'
+    keys), ``aggregate`` and ``smoothing`` (the frame-to-video rules). Cheap: no network,
+    HDF5 or search library is imported."""
+    from fakeprobe.classifiers.aggregate import AGGREGATORS, SMOOTHERS
+
+    names = {kind: registry.names() for kind, registry in registries().items()}
+    return {**names, "aggregate": list(AGGREGATORS), "smoothing": list(SMOOTHERS)}
+
+
+def components() -> ComponentsResult:
+    """List the registered components and which can run on this machine."""
+    from fakeprobe.classifiers.model import bundled_model_info
+
+    listed = {}
+    for kind, registry in registries().items():
+        listed[kind] = [
+            {"name": name, "available": not registry.entry(name).missing(),
+             "missing": registry.entry(name).missing(), "hint": registry.entry(name).hint,
+             "description": registry.entry(name).description}
+            for name in registry.names()
+        ]
+    return ComponentsResult(listed["detector"], listed["backbone"], listed["head"],
+                            bundled_model_info())
+
+
+def derive(cache_path: Path | str, *, temporal: Sequence[str] = (), landmarks: bool = False,
+           log: Callable[[str], None] | None = None):
+    """Add video-level feature sets to a cache without decoding: ``landmarks`` (landmark
+    stability per face track) and ``<base>-temporal`` for each cached set in ``temporal``.
+    Items already done are skipped; returns the derivation summary (``to_dict()`` for JSON).
+    ``KeyboardInterrupt`` propagates after the staged items are committed."""
+    from fakeprobe.features.cache import writer as cache_writer
+    from fakeprobe.features.temporal import LANDMARKS, TEMPORAL_SUFFIX, derive as run_derive
+
+    names = ([LANDMARKS] if landmarks else []) + [f"{b}{TEMPORAL_SUFFIX}" for b in temporal]
+    if not names:
+        raise FakeprobeError("nothing to derive: give --landmarks and/or --temporal BASE")
+    with cache_writer(cache_path, log=log):
+        return run_derive(cache_path, names)

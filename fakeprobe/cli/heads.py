@@ -1,0 +1,166 @@
+"""Commands that train and judge heads: ``fit-<head>`` (one per registered head), ``compare``
+and ``evaluate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from fakeprobe.cli._base import app, dim, err, handles_errors, out, print_json
+from fakeprobe.cli.options import (AggOpt, AlphaOpt, CacheArg, CvOpt, DatasetOpt, EvalOpt,
+                                   FeaturesOpt, ForceOpt, HoldoutOpt, JsonOpt, MethodOpt,
+                                   ModelArg, NIterOpt, ReportOpt, SaveRunOpt, ScoreBlendOpt,
+                                   SearchOpt, SeedOpt, SmoothOpt, SmoteOpt, TrainDatasetOpt,
+                                   TrainFakesOpt, TrainMethodOpt, WindowOpt, XDatasetOpt,
+                                   XGroupOpt, XMethodOpt, names, selection)
+
+
+def _print_excluded(excluded) -> None:
+    for entry in excluded:
+        err.print(f"[yellow]no score[/] {escape(entry['id'])}: {escape(entry['reason'])}",
+                  highlight=False, soft_wrap=True)
+
+
+def _print_files(files) -> None:
+    if files.run:
+        err.print(f"run record written to {files.run}")
+    if files.html:
+        err.print(f"report written to {files.html} (markdown {files.markdown})")
+
+
+def _judging(aggregate, smooth, window, alpha, cv, holdout, eval_cache, search, seed, smote,
+             train_dataset, train_method, train_fakes, score_self_blend, n_iter):
+    """The aggregation and the protocol of the shared options."""
+    from fakeprobe.app.protocol import make_aggregation, make_protocol
+
+    return (make_aggregation(aggregate, smooth, window, alpha),
+            make_protocol(cv, holdout, eval_cache, search, seed, smote, train_dataset,
+                          train_method, train_fakes, score_self_blend, n_iter))
+
+
+def _fit_command(head: str):
+    def command(
+        cache: CacheArg,
+        out_path: Annotated[Optional[Path], typer.Option(
+            "--out", "-o", dir_okay=False, help="Model file to write (the fitted pipeline "
+            "and its provenance).")] = None,
+        features: FeaturesOpt = [],
+        dataset: DatasetOpt = [], method: MethodOpt = [], exclude_dataset: XDatasetOpt = [],
+        exclude_method: XMethodOpt = [], exclude_group: XGroupOpt = [],
+        aggregate: AggOpt = "mean", smooth: SmoothOpt = "none", window: WindowOpt = 5,
+        alpha: AlphaOpt = 0.3, cv: CvOpt = 5, holdout: HoldoutOpt = None,
+        eval_cache: EvalOpt = None, search: SearchOpt = None, n_iter: NIterOpt = 10,
+        seed: SeedOpt = 0, smote: SmoteOpt = False, train_dataset: TrainDatasetOpt = [],
+        train_method: TrainMethodOpt = [], train_fakes: TrainFakesOpt = "all",
+        score_self_blend: ScoreBlendOpt = False, save_run: SaveRunOpt = None,
+        report: ReportOpt = None, force: ForceOpt = False, as_json: JsonOpt = False,
+    ) -> None:
+        from fakeprobe.app.heads import fit
+        from fakeprobe.cli.render import metrics_tables
+
+        aggregation, protocol = _judging(
+            aggregate, smooth, window, alpha, cv, holdout, eval_cache, search, seed, smote,
+            train_dataset, train_method, train_fakes, score_self_blend, n_iter)
+        result = fit(cache, head, out_path, features=features,
+                     selection=selection(dataset, method, exclude_dataset, exclude_method,
+                                         exclude_group),
+                     aggregation=aggregation, protocol=protocol, save_run=save_run,
+                     report=report, force=force)
+        _print_files(result.files)
+        if as_json:
+            print_json(result)
+            return
+        _print_excluded(result.report.excluded)
+        out.print(*metrics_tables([result.report], f"{head}: {result.report.protocol}"))
+        if out_path:
+            out.print(f"model written to {out_path} (threshold "
+                      f"{result.report.threshold:.3f}, final fit {result.final_fit_seconds:.1f}"
+                      " s)")
+
+    command.__doc__ = (
+        f"Evaluate the {head} head on a cache by grouped cross-validation (or --holdout, or "
+        "--eval on another cache), then fit it on every item and save the model (--out).")
+    return command
+
+
+def _register_fit_commands() -> None:
+    """One ``fit-<head>`` command per registered head."""
+    from fakeprobe.app.cache import choices
+
+    for head in choices()["head"]:
+        app.command(f"fit-{head}")(handles_errors(_fit_command(head)))
+
+
+_register_fit_commands()
+
+
+@app.command()
+@handles_errors
+def compare(
+    cache: CacheArg,
+    features: FeaturesOpt = [],
+    head: Annotated[list[str], typer.Option(
+        "--head", help=f"Heads to compare ({names('head')}; default: svm, xgb, logreg).")
+                    ] = [],
+    dataset: DatasetOpt = [], method: MethodOpt = [], exclude_dataset: XDatasetOpt = [],
+    exclude_method: XMethodOpt = [], exclude_group: XGroupOpt = [],
+    aggregate: AggOpt = "mean", smooth: SmoothOpt = "none", window: WindowOpt = 5,
+    alpha: AlphaOpt = 0.3, cv: CvOpt = 5, holdout: HoldoutOpt = None,
+    eval_cache: EvalOpt = None, search: SearchOpt = None, n_iter: NIterOpt = 10,
+    seed: SeedOpt = 0, smote: SmoteOpt = False, train_dataset: TrainDatasetOpt = [],
+    train_method: TrainMethodOpt = [], train_fakes: TrainFakesOpt = "all",
+    score_self_blend: ScoreBlendOpt = False, save_run: SaveRunOpt = None,
+    report: ReportOpt = None, force: ForceOpt = False, as_json: JsonOpt = False,
+) -> None:
+    """Every head on every feature set, on identical grouped folds: one table sorted by video
+    ROC-AUC, with every metric and the fit/predict time and memory. With --train-dataset the
+    same folds give in-domain and out-of-domain scores side by side."""
+    from fakeprobe.app.heads import compare as run_compare
+    from fakeprobe.cli.render import metrics_tables
+
+    aggregation, protocol = _judging(
+        aggregate, smooth, window, alpha, cv, holdout, eval_cache, search, seed, smote,
+        train_dataset, train_method, train_fakes, score_self_blend, n_iter)
+    result = run_compare(
+        cache, head, features,
+        selection=selection(dataset, method, exclude_dataset, exclude_method, exclude_group),
+        aggregation=aggregation, protocol=protocol, save_run=save_run, report=report,
+        force=force, progress=None if as_json else (lambda m: dim(f"fitting {m}")))
+    _print_files(result.files)
+    if as_json:
+        print_json(result)
+        return
+    _print_excluded(result.excluded)
+    reports = result.sorted()
+    out.print(*metrics_tables(reports, f"compare: {cache.name}, {reports[0].protocol}, "
+                              "sorted by video ROC-AUC"))
+
+
+@app.command()
+@handles_errors
+def evaluate(
+    model: ModelArg,
+    cache: CacheArg,
+    dataset: DatasetOpt = [], method: MethodOpt = [], exclude_dataset: XDatasetOpt = [],
+    exclude_method: XMethodOpt = [], exclude_group: XGroupOpt = [],
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a cache with a saved model at its threshold and print every metric.
+
+    Loading a model file runs no code from it (skops data, trusted types only)."""
+    from fakeprobe.app.heads import evaluate as run_evaluate
+    from fakeprobe.cli.render import metrics_tables
+
+    result = run_evaluate(model, cache, selection(dataset, method, exclude_dataset,
+                                                  exclude_method, exclude_group))
+    for warning in result.warnings:
+        err.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
+    if as_json:
+        print_json(result)
+        return
+    _print_excluded(result.report.excluded)
+    out.print(*metrics_tables([result.report], f"evaluate {model.name} on {cache.name}"))
+
