@@ -22,9 +22,8 @@ from fakeprobe.errors import (CacheCorrupt, CacheError, CacheLocked, ConfigError
 __version__ = "0.1.0"
 
 _ERRORS = ["CacheCorrupt", "CacheError", "CacheLocked", "ConfigError", "ConfigMismatch",
-           "FakeprobeError",
-           "InvalidOption", "LayoutError", "MediaError", "MissingDependency", "OutputError",
-           "SchemaMismatch", "UnknownComponent", "WeightsError"]
+           "FakeprobeError", "InvalidOption", "LayoutError", "MediaError", "MissingDependency",
+           "OutputError", "SchemaMismatch", "UnknownComponent", "WeightsError"]
 
 
 def _app():
@@ -50,8 +49,10 @@ def __dir__() -> list[str]:
 
 __all__ = ["__version__", *_ERRORS, *sorted(
     # the application layer's names (see fakeprobe.app.EXPORTS), imported on first use
-    ["extract", "ExtractResult", "synth", "sample", "info", "InfoResult", "components",
-     "ComponentsResult", "derive", "fit", "FitResult", "compare", "CompareResult", "evaluate",
-     "EvaluateResult", "RunFiles", "Protocol", "make_protocol", "make_selection",
-     "make_aggregation", "default_features", "Selection", "Aggregation", "ExtractorConfig",
-     "predict", "Predictor", "Prediction", "PredictResult", "explain", "report", "finetune"])]
+    ["extract", "ExtractResult", "synth", "SynthResult", "sample", "SampleResult", "info",
+     "InfoResult", "components", "ComponentsResult", "derive", "DeriveResult", "fit",
+     "FitResult", "compare", "CompareResult", "evaluate", "EvaluateResult", "RunFiles",
+     "Protocol", "make_protocol", "make_selection", "make_aggregation", "default_features",
+     "Selection", "Aggregation", "ExtractorConfig", "predict", "Predictor", "Prediction",
+     "PredictResult", "explain", "ExplainResult", "report", "ReportResult", "finetune",
+     "FinetuneResult"])]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +59,11 @@ def test_import_is_cheap_and_names_resolve():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["fakeprobe.app.heads", "fakeprobe.app.predict"]
+    assert done.stdout.split() == ["fakeprobe.app.heads", "fakeprobe.app.scoring"]
+    assert set(fakeprobe.app.EXPORTS) <= set(fakeprobe.__all__)
+    # no module of the package is named like an export: importing it would shadow the name
+    modules = {m.name for m in pkgutil.iter_modules(fakeprobe.app.__path__)}
+    assert not modules & set(fakeprobe.app.EXPORTS)
     for name in fakeprobe.__all__:
         assert getattr(fakeprobe, name) is not None
     assert fakeprobe.FakeprobeError is fakeprobe.errors.FakeprobeError

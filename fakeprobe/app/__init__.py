@@ -13,11 +13,11 @@ from typing import Any
 #: Public name -> module (under fakeprobe) that defines it.
 EXPORTS: dict[str, str] = {
     # media in
-    "extract": "app.extract", "ExtractResult": "app.extract", "synth": "app.extract",
-    "sample": "app.extract",
+    "extract": "app.media", "ExtractResult": "app.media", "synth": "app.media",
+    "sample": "app.media", "SynthResult": "app.media", "SampleResult": "app.media",
     # the cache
     "info": "app.cache", "InfoResult": "app.cache", "components": "app.cache",
-    "ComponentsResult": "app.cache", "derive": "app.cache",
+    "ComponentsResult": "app.cache", "derive": "app.cache", "DeriveResult": "app.cache",
     # heads
     "fit": "app.heads", "FitResult": "app.heads", "compare": "app.heads",
     "CompareResult": "app.heads", "evaluate": "app.heads", "EvaluateResult": "app.heads",
@@ -28,10 +28,12 @@ EXPORTS: dict[str, str] = {
     "Selection": "classifiers.data", "Aggregation": "classifiers.aggregate",
     "ExtractorConfig": "core.config",
     # new media scored
-    "predict": "app.predict", "Predictor": "app.predict", "Prediction": "app.predict",
-    "PredictResult": "app.predict",
+    "predict": "app.scoring", "Predictor": "app.scoring", "Prediction": "app.scoring",
+    "PredictResult": "app.scoring",
     # reading decisions
-    "explain": "app.explain", "report": "app.explain", "finetune": "app.explain",
+    "explain": "app.reports", "ExplainResult": "app.reports", "report": "app.reports",
+    "ReportResult": "app.reports", "finetune": "app.finetuning",
+    "FinetuneResult": "app.finetuning",
 }
 
 __all__ = sorted(EXPORTS)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -17,3 +19,21 @@ class JsonResult:
         from fakeprobe.evaluation.runs import finite
 
         return json.dumps(finite(self.to_dict()), indent=indent, default=str, allow_nan=False)
+
+
+@dataclass(frozen=True)
+class Wrapped(JsonResult):
+    """A lower layer's result returned by this layer: frozen here, its fields read through
+    (``result.seconds`` is ``result.value.seconds``), ``to_dict()`` its JSON form."""
+
+    value: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "value":
+            raise AttributeError(name)
+        return getattr(self.value, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        if hasattr(self.value, "to_dict"):
+            return self.value.to_dict()
+        return dataclasses.asdict(self.value)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from fakeprobe.app._result import JsonResult
+from fakeprobe.app._result import JsonResult, Wrapped
 from fakeprobe.errors import FakeprobeError
 
 
@@ -91,8 +91,13 @@ def components() -> ComponentsResult:
                             bundled_model_info())
 
 
+class DeriveResult(Wrapped):
+    """What a derivation did: per feature set (``feature_sets``) the items computed now, those
+    already done, those whose base set is missing, its ``dim`` and stored config."""
+
+
 def derive(cache_path: Path | str, *, temporal: Sequence[str] = (), landmarks: bool = False,
-           log: Callable[[str], None] | None = None):
+           log: Callable[[str], None] | None = None) -> DeriveResult:
     """Add video-level feature sets to a cache without decoding: ``landmarks`` (landmark
     stability per face track) and ``<base>-temporal`` for each cached set in ``temporal``.
     Items already done are skipped; returns the derivation summary (``to_dict()`` for JSON).
@@ -104,4 +109,4 @@ def derive(cache_path: Path | str, *, temporal: Sequence[str] = (), landmarks: b
     if not names:
         raise FakeprobeError("nothing to derive: give --landmarks and/or --temporal BASE")
     with cache_writer(cache_path, log=log):
-        return run_derive(cache_path, names)
+        return DeriveResult(run_derive(cache_path, names))

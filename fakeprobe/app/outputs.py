@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 from fakeprobe.errors import OutputError
 
 if TYPE_CHECKING:
-    from fakeprobe.app.predict import PredictResult
+    from fakeprobe.app.scoring import PredictResult
 
 
 def check_outputs(outputs: Sequence[tuple[Optional[Path | str], str, str]],

@@ -89,7 +89,7 @@ def derive(
     Ctrl-C loses nothing. Do not run it while `fakeprobe extract` writes the same cache.
     """
     from fakeprobe.app.cache import derive as run_derive
-    from fakeprobe.app.extract import interrupted_note
+    from fakeprobe.app.media import interrupted_note
     from fakeprobe.cli.render import derive_table
 
     try:

@@ -74,7 +74,14 @@ def extract(
         "as dfdc_faces): the largest detected face is aligned on its landmarks, and an image "
         "where none is found is taken as a tight face box, centred on the face template, "
         "never dropped. Videos are unaffected. Stored in the cache's config.")] = False,
-    workers: Annotated[int, typer.Option(min=1, help="Decoding/detection threads.")] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="Decoding/detection threads; with "
+                                         "--engine dask, local worker processes.")] = 2,
+    engine: Annotated[str, typer.Option(help="local (this process) or dask (a Dask cluster: "
+                                        'pip install "fakeprobe[dask]").')] = "local",
+    address: Annotated[Optional[str], typer.Option(
+        help="With --engine dask: the scheduler (tcp://HOST:8786); its workers must see "
+        "--out's folder at the same path (a shared filesystem). Default: a local cluster.")
+        ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per network batch.")] = 32,
     device: Annotated[str, typer.Option(help="auto (GPU when present), cpu or gpu.")] = "auto",
     max_pixels: Annotated[int, typer.Option(min=1, help="Refuse frames larger than this.")
@@ -97,7 +104,7 @@ def extract(
     existing cache, the sampling, detection and crop options not given (and --backbone) are
     the cache's own.
     """
-    from fakeprobe.app.extract import extract as run_extract, interrupted_note
+    from fakeprobe.app.media import extract as run_extract, interrupted_note
     from fakeprobe.cli.render import ProgressReporter, extract_summary
 
     values = locals()
@@ -110,7 +117,7 @@ def extract(
                 weights=weights, detector_weights=detector_weights, commit_every=commit_every,
                 frame_folders=frame_folders, self_blend=self_blend, blend_seed=blend_seed,
                 blend_mask=blend_mask, blend_config_file=blend_config, reporter=reporter,
-                log=note, **settings)
+                log=note, engine=engine, address=address, **settings)
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted[/]: {escape(interrupted_note(out_path))}",
                   highlight=False, soft_wrap=True)
@@ -166,7 +173,7 @@ def synth(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from fakeprobe.app.extract import synth as run_synth
+    from fakeprobe.app.media import synth as run_synth
     from fakeprobe.app.options import blend_config as make_blend_config
     from fakeprobe.errors import FakeprobeError
 
@@ -227,14 +234,12 @@ def sample(
     clips with other camera paths. It is a pipeline check, not a deepfake data set: two
     identities and self-blends only; a score on it says nothing about real manipulations.
     """
-    from dataclasses import asdict
-
-    from fakeprobe.app.extract import sample as run_sample
+    from fakeprobe.app.media import sample as run_sample
 
     summary = run_sample(out_dir, clips=clips, holdout=holdout, seconds=seconds, seed=seed,
                          progress=None if as_json else dim)
     if as_json:
-        print_json(asdict(summary))
+        print_json(summary)
         return
     for problem in summary.problems:
         note(problem)

@@ -43,7 +43,7 @@ def predict(
 
     With no --model, the detector bundled with fakeprobe scores them (its name and threshold
     are printed); `fakeprobe components` says what it was trained on."""
-    from fakeprobe.app.predict import is_model_file, predict as run_predict
+    from fakeprobe.app.scoring import is_model_file, predict as run_predict
     from fakeprobe.cli.render import ProgressReporter, predictions_table
     from fakeprobe.errors import FakeprobeError
 

@@ -57,7 +57,7 @@ def explain(
     Crops come from the cache (--keep-crops) when they are large enough for every backbone,
     otherwise the frames are re-read from the items' paths. Loading a model file runs no code
     from it (skops data, trusted types only)."""
-    from fakeprobe.app.explain import explain as run_explain
+    from fakeprobe.app.reports import explain as run_explain
     from fakeprobe.cli.render import explain_table
 
     result = run_explain(model, cache, out_dir, ids=ids, top_fakes=top_fakes,
@@ -109,7 +109,7 @@ def report(
     and the PNGs are written beside it.
 
     Of a model file, only its provenance and stored evaluation (JSON) are read here."""
-    from fakeprobe.app.explain import report as write_report
+    from fakeprobe.app.reports import report as write_report
 
     written = write_report(run, out_path, timelines=timelines, explain=explain, model=model,
                            cache=cache, force=force,
@@ -201,7 +201,7 @@ def finetune(
     feature set: `fakeprobe extract DATA --out CACHE -b finetuned:OUT`
     (on a cache with stored crops, nothing is decoded).
     """
-    from fakeprobe.app.explain import finetune as run_finetune
+    from fakeprobe.app.finetuning import finetune as run_finetune
     from fakeprobe.cli.render import FinetuneReporter
 
     reporter = FinetuneReporter(err)

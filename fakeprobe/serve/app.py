@@ -26,7 +26,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from fakeprobe.app.predict import Predictor
+from fakeprobe.app import Predictor
 from fakeprobe.errors import FakeprobeError, MissingDependency
 from fakeprobe.evaluation.runs import finite
 from fakeprobe.serve.jobs import Job, JobQueue, QueueFull, new_job_id

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fakeprobe.app.predict import Predictor
+from fakeprobe.app import Predictor
 from fakeprobe.classifiers.aggregate import smooth
 from fakeprobe.errors import FakeprobeError
 

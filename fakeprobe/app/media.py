@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from fakeprobe.app._result import JsonResult
+from fakeprobe.app._result import JsonResult, Wrapped
 from fakeprobe.app.options import backbones_and_weights, blend_config, cache_settings
 from fakeprobe.errors import FakeprobeError, InvalidOption
 
@@ -38,6 +38,7 @@ def extract(inputs: Iterable[Path | str] | Path | str, out: Path | str, *, worke
             blend_mask: str | None = None,
             blend_config_file: Path | str | Mapping[str, Any] | None = None,
             reporter=None, log: Callable[[str], None] | None = None,
+            engine: str = "local", address: str | None = None,
             **settings: Any) -> ExtractResult:
     """Extract faces and features of labelled media into the HDF5 cache ``out``.
 
@@ -47,6 +48,8 @@ def extract(inputs: Iterable[Path | str] | Path | str, out: Path | str, *, worke
     ``NAME:PATH`` also names its weights file. Re-running skips what is cached and adds what
     is new; a crash or Ctrl-C loses nothing (``KeyboardInterrupt`` propagates after the
     finished items are committed). ``reporter`` follows the extractor's progress protocol.
+    ``engine="dask"`` runs the items as tasks on a Dask cluster (the scheduler at ``address``,
+    or ``workers`` local processes): see :mod:`fakeprobe.distributed`.
     """
     from fakeprobe.core.config import ExtractorConfig
     from fakeprobe.pipeline.run import extract as run_extract
@@ -81,9 +84,17 @@ def extract(inputs: Iterable[Path | str] | Path | str, out: Path | str, *, worke
                 if self_blend else None)
     check_output(out, "cache", inputs=inputs, force=None, option="--out")
     attrs = {"self_blend": blending.to_attr()} if blending else {}
+    if engine not in ("local", "dask"):
+        raise InvalidOption(f"unknown engine {engine!r}: local or dask", "--engine")
+    if engine == "dask":
+        from fakeprobe.distributed import require_dask
+
+        require_dask()
+        from fakeprobe.distributed.extract import extract as run_extract  # noqa: F811
+    cluster = {"address": address, "log": log} if engine == "dask" else {}
     with cache_writer(out, config, attrs, log=log):
         summary = run_extract(
-            inputs, out, config, workers=workers, device=device, batch_size=batch_size,
+            inputs, out, config, **cluster, workers=workers, device=device, batch_size=batch_size,
             weights=weight_files,
             detector_weights=str(detector_weights) if detector_weights else None,
             commit_every=commit_every, frame_folders=frame_folders, reporter=reporter,
@@ -107,12 +118,23 @@ def interrupted_note(cache_path: Path | str) -> str:
     return line + "; run the same command again to resume"
 
 
+class SynthResult(Wrapped):
+    """What a synthesis wrote: ``written``, ``failed``, ``skipped_not_real``, per item
+    ``results``, the ``labels_csv`` manifest, ``problems``."""
+
+
+class SampleResult(Wrapped):
+    """The sample made: ``clips``, the ``photos`` filmed, faces found per frame, the
+    ``labels_csv`` and ``holdout_csv`` manifests, ``problems``."""
+
+
 def synth(inputs: Iterable[Path | str], out_dir: Path | str, *, seed: int = 0,
           blend_mask: str | None = None,
           blend_config_file: Path | str | Mapping[str, Any] | None = None,
           detector: str = "yunet", detect_size: int = 640, max_frames: int | None = None,
           contact_sheet: Path | str | None = None, force: bool = False,
-          progress: Callable | None = None, on_start: Callable[[int], None] | None = None):
+          progress: Callable | None = None, on_start: Callable[[int], None] | None = None
+          ) -> SynthResult:
     """Write self-blended pseudo-fakes of real videos and images under ``out_dir``, with the
     manifest ``labels.csv``; ``contact_sheet``: also a PNG of real crops beside their blends.
     Returns the synthesis summary (``to_dict()`` for JSON)."""
@@ -135,11 +157,11 @@ def synth(inputs: Iterable[Path | str], out_dir: Path | str, *, seed: int = 0,
 
         make_sheet([r for r in summary.results if r.status == "ok"], contact_sheet,
                    config=config, seed=seed, detector=detector, detect_size=detect_size)
-    return summary
+    return SynthResult(summary)
 
 
 def sample(out_dir: Path | str, *, clips: int = 6, holdout: int = 1, seconds: float = 2.0,
-           seed: int = 0, progress: Callable[[str], None] | None = None):
+           seed: int = 0, progress: Callable[[str], None] | None = None) -> SampleResult:
     """Make a small labelled video sample offline (face photos filmed by a moving virtual
     camera, and their self-blends): a pipeline check, not a deepfake data set. Returns the
     sample's summary (a dataclass)."""
@@ -147,5 +169,5 @@ def sample(out_dir: Path | str, *, clips: int = 6, holdout: int = 1, seconds: fl
     from fakeprobe.synth.sample import make_sample
 
     check_output_folder(out_dir)
-    return make_sample(out_dir, clips_per_photo=clips, holdout_per_photo=holdout, seed=seed,
-                       seconds=seconds, progress=progress)
+    return SampleResult(make_sample(out_dir, clips_per_photo=clips, holdout_per_photo=holdout,
+                                    seed=seed, seconds=seconds, progress=progress))

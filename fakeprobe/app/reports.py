@@ -1,12 +1,12 @@
-"""Reading a model's decisions: ``explain`` (occlusion heatmaps of cached items), ``report``
-(one self-contained HTML report of a run), and ``finetune`` (a network trained on a cache's
-crops, to use as a feature set)."""
+"""Reading a model's decisions: ``explain`` (occlusion heatmaps of cached items) and ``report``
+(one self-contained HTML report of a run)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from fakeprobe.app._result import Wrapped
 from fakeprobe.app.options import parse_weights
 from fakeprobe.app.outputs import check_outputs
 from fakeprobe.errors import FakeprobeError, InvalidOption
@@ -16,11 +16,21 @@ FILLS = ("blur", "grey")
 SPACES = ("logit", "proba")
 
 
+class ExplainResult(Wrapped):
+    """Explanations of cached items: ``items`` (per item its score, label, top frames and
+    their hottest face regions), ``failures``, the ``pngs`` and ``json_path`` written."""
+
+
+class ReportResult(Wrapped):
+    """The files a report wrote: ``html``, ``markdown``, the ``figures`` folder and its count
+    of ``images``."""
+
+
 def explain(model: Path | str, cache: Path | str, out_dir: Path | str, *,
             ids: Sequence[str] = (), top_fakes: int | None = None, top_frames: int = 4,
             fill: str = "blur", patch: int | None = None, space: str = "logit",
             weights: Iterable[str] | Mapping[str, str] | None = None, device: str = "auto",
-            progress: Callable[[str], None] | None = None):
+            progress: Callable[[str], None] | None = None) -> ExplainResult:
     """Which frames and which face regions drove a model's score of cached items: the items
     ``ids`` and the ``top_fakes`` most fake-scored ones (5 when neither is given). Writes one
     PNG per item and explanations.json in ``out_dir``; returns the explanations (``to_dict()``
@@ -33,10 +43,10 @@ def explain(model: Path | str, cache: Path | str, out_dir: Path | str, *,
         raise InvalidOption(f"use {' or '.join(FILLS)}", "--fill")
     if space not in SPACES:
         raise InvalidOption(f"use {' or '.join(SPACES)}", "--space")
-    return explain_items(
+    return ExplainResult(explain_items(
         model, cache, out_dir, ids=list(ids), top_fakes=top_fakes if top_fakes or ids else 5,
         top_k=top_frames, patch=patch, fill=fill, space=space, device=device,
-        weights=parse_weights(weights), progress=progress)
+        weights=parse_weights(weights), progress=progress))
 
 
 def explanations(record: dict[str, Any], run: Path, model: Path | None, cache: Path | None,
@@ -67,7 +77,8 @@ def explanations(record: dict[str, Any], run: Path, model: Path | None, cache: P
 
 def report(run: Path | str, out: Path | str, *, timelines: int = 6, explain: int = 0,
            model: Path | str | None = None, cache: Path | str | None = None,
-           force: bool = False, progress: Callable[[str], None] | None = None):
+           force: bool = False, progress: Callable[[str], None] | None = None
+           ) -> ReportResult:
     """Write one self-contained HTML report of a run record or a model file's stored
     evaluation (markdown and PNGs beside it); ``explain``: occlusion heatmaps of the N most
     fake-scored items (needs a model and the cache). Returns the written paths (frozen,
@@ -83,31 +94,4 @@ def report(run: Path | str, out: Path | str, *, timelines: int = 6, explain: int
                                             "--out (its markdown)")], [run, model, cache], force)
     record = load_run(run)
     figures = explanations(record, run, model, cache, explain, progress) if explain else []
-    return write_report(record, out, timelines=timelines, explanations=figures)
-
-
-def finetune(cache: Path | str, out: Path | str, *, augment: str | Sequence[str] | None = None,
-             selection=None, device: str = "auto", restart: bool = False, force: bool = False,
-             progress=None, **settings: Any):
-    """Fine-tune an ImageNet network on the real and fake face crops stored in ``cache``
-    (``extract --keep-crops``); the best epoch on validation is written to ``out`` (.keras),
-    checkpoints beside it (running again resumes). ``settings`` are the fine-tuning config's
-    fields (``base``, ``epochs``, ``lr``, ``input_size``...); ``augment``: ``"flip,jitter"``,
-    a list of steps, or ``"none"``. Returns the run's result (``to_dict()`` for JSON)."""
-    from fakeprobe.training.finetune import AugmentConfig, FinetuneConfig
-    from fakeprobe.training.finetune import finetune as run_finetune
-
-    check_outputs([(out, "keras", "--out")], [cache], force)
-    if augment is not None:
-        steps = augment.split(",") if isinstance(augment, str) else list(augment)
-        steps = [s.strip() for s in steps if s.strip() and s.strip() != "none"]
-        try:
-            settings["augment"] = AugmentConfig.only(steps)
-        except ValueError as exc:
-            raise InvalidOption(str(exc), "--augment") from None
-    try:
-        config = FinetuneConfig(**settings)
-    except TypeError as exc:
-        raise InvalidOption(str(exc)) from None
-    return run_finetune(cache, out, config, device=device, restart=restart, progress=progress,
-                        selection=selection)
+    return ReportResult(write_report(record, out, timelines=timelines, explanations=figures))
