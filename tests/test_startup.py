@@ -12,10 +12,10 @@ import pytest
 HEAVY = ("tensorflow", "torch", "xgboost", "h5py", "keras", "onnxruntime")
 
 
-def imported_after(script: str) -> list[str]:
-    """The heavy modules a fresh interpreter holds after running ``script``."""
+def imported_after(script: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    """The ``heavy`` modules a fresh interpreter holds after running ``script``."""
     code = (script + "\nimport sys\n"
-            f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))\n")
+            f"print(' '.join(m for m in {heavy!r} if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
@@ -30,6 +30,18 @@ def test_help_imports_no_heavy_library(args):
               f"result = CliRunner().invoke(app, {args!r})\n"
               "assert result.exit_code == 0, result.output\n")
     assert imported_after(script) == []
+
+
+@pytest.mark.parametrize("args", [["predict", "--help"], ["info", "--help"],
+                                  ["extract", "--help"]])
+def test_commands_other_than_fit_load_no_head_library(args):
+    """The fit-* commands are made from the head registry on demand: scikit-learn is not
+    imported to parse another command."""
+    script = ("from typer.testing import CliRunner\n"
+              "from fakeprobe.cli import app\n"
+              f"result = CliRunner().invoke(app, {args!r})\n"
+              "assert result.exit_code == 0, result.output\n")
+    assert imported_after(script, HEAVY + ("sklearn",)) == []
 
 
 def test_importing_the_cli_and_the_api_imports_no_heavy_library():

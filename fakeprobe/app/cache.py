@@ -56,23 +56,35 @@ class ComponentsResult(JsonResult):
                 "bundled_model": self.bundled_model}
 
 
-def registries() -> dict[str, Any]:
-    """The component registries by kind (``detector``, ``backbone``, ``head``); importing them
-    imports no network library."""
-    from fakeprobe.classifiers.heads import HEADS
-    from fakeprobe.extractor.components import BACKBONES, DETECTORS
-
-    return {"detector": DETECTORS, "backbone": BACKBONES, "head": HEADS}
+#: Component kinds, each with a registry keyed by name.
+KINDS = ("detector", "backbone", "head")
 
 
-def choices() -> dict[str, list[str]]:
-    """The names each choice accepts: ``detector``, ``backbone``, ``head`` (the registries'
-    keys), ``aggregate`` and ``smoothing`` (the frame-to-video rules). Cheap: no network,
-    HDF5 or search library is imported."""
-    from fakeprobe.classifiers.aggregate import AGGREGATORS, SMOOTHERS
+def registries(*kinds: str) -> dict[str, Any]:
+    """The component registries of ``kinds`` (default: all of :data:`KINDS`). Registering
+    imports no network library; the heads' registry imports scikit-learn, so ask for it only
+    when heads are wanted."""
+    kinds = kinds or KINDS
+    found: dict[str, Any] = {}
+    if "detector" in kinds or "backbone" in kinds:
+        from fakeprobe.extractor.components import BACKBONES, DETECTORS
 
-    names = {kind: registry.names() for kind, registry in registries().items()}
-    return {**names, "aggregate": list(AGGREGATORS), "smoothing": list(SMOOTHERS)}
+        found.update(detector=DETECTORS, backbone=BACKBONES)
+    if "head" in kinds:
+        from fakeprobe.classifiers.heads import HEADS
+
+        found["head"] = HEADS
+    return {kind: found[kind] for kind in kinds}
+
+
+def choices(kind: str) -> list[str]:
+    """The names a choice accepts: a component kind's registered names (``detector``,
+    ``backbone``, ``head``), or the frame-to-video rules (``aggregate``, ``smoothing``)."""
+    if kind in ("aggregate", "smoothing"):
+        from fakeprobe.classifiers.aggregate import AGGREGATORS, SMOOTHERS
+
+        return list(AGGREGATORS if kind == "aggregate" else SMOOTHERS)
+    return registries(kind)[kind].names()
 
 
 def components() -> ComponentsResult:

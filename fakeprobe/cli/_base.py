@@ -9,10 +9,42 @@ import sys
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from fakeprobe.errors import FakeprobeError, InvalidOption
 
+#: Prefix of the commands made one per registered head.
+FIT_PREFIX = "fit-"
+
+
+class Commands(TyperGroup):
+    """The command group. The ``fit-<head>`` commands are made from the head registry when
+    asked for (a ``fit-*`` command, or the list in ``--help``), so that every other command
+    starts without importing the heads' libraries."""
+
+    def _add_fit_commands(self) -> None:
+        from fakeprobe.cli.heads import fit_commands
+
+        for name, command in fit_commands().items():
+            if name not in self.commands:
+                self.add_command(command, name)
+
+    def list_commands(self, ctx) -> list[str]:
+        self._add_fit_commands()
+        names = [n for n in self.commands if not n.startswith(FIT_PREFIX)]
+        fits = sorted(n for n in self.commands if n.startswith(FIT_PREFIX))
+        # fit-* after the cache commands, where `fakeprobe --help` always listed them
+        at = names.index("compare") if "compare" in names else len(names)
+        return names[:at] + fits + names[at:]
+
+    def get_command(self, ctx, name: str):
+        if name.startswith(FIT_PREFIX) and name not in self.commands:
+            self._add_fit_commands()
+        return super().get_command(ctx, name)
+
+
 app = typer.Typer(
+    cls=Commands,
     name="fakeprobe",
     help="Tell deepfake videos and images from real ones. Extract face features once into an "
     "HDF5 cache, then train and compare classical heads on it in seconds.",

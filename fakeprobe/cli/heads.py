@@ -9,13 +9,13 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from fakeprobe.cli._base import app, dim, err, handles_errors, out, print_json
+from fakeprobe.cli._base import FIT_PREFIX, app, dim, err, handles_errors, out, print_json
 from fakeprobe.cli.options import (AggOpt, AlphaOpt, CacheArg, CvOpt, DatasetOpt, EvalOpt,
                                    FeaturesOpt, ForceOpt, HoldoutOpt, JsonOpt, MethodOpt,
                                    ModelArg, NIterOpt, ReportOpt, SaveRunOpt, ScoreBlendOpt,
                                    SearchOpt, SeedOpt, SmoothOpt, SmoteOpt, TrainDatasetOpt,
                                    TrainFakesOpt, TrainMethodOpt, WindowOpt, XDatasetOpt,
-                                   XGroupOpt, XMethodOpt, names, selection)
+                                   XGroupOpt, XMethodOpt, selection)
 
 
 def _print_excluded(excluded) -> None:
@@ -86,15 +86,20 @@ def _fit_command(head: str):
     return command
 
 
-def _register_fit_commands() -> None:
-    """One ``fit-<head>`` command per registered head."""
+def fit_commands() -> dict:
+    """One click command ``fit-<head>`` per registered head (made on demand: see
+    :class:`fakeprobe.cli._base.Commands`)."""
+    from typer.main import get_command_from_info
+    from typer.models import CommandInfo
+
     from fakeprobe.app.cache import choices
 
-    for head in choices()["head"]:
-        app.command(f"fit-{head}")(handles_errors(_fit_command(head)))
-
-
-_register_fit_commands()
+    return {f"{FIT_PREFIX}{head}": get_command_from_info(
+                CommandInfo(name=f"{FIT_PREFIX}{head}",
+                            callback=handles_errors(_fit_command(head))),
+                pretty_exceptions_short=app.pretty_exceptions_short,
+                rich_markup_mode=app.rich_markup_mode)
+            for head in choices("head")}
 
 
 @app.command()
@@ -103,7 +108,8 @@ def compare(
     cache: CacheArg,
     features: FeaturesOpt = [],
     head: Annotated[list[str], typer.Option(
-        "--head", help=f"Heads to compare ({names('head')}; default: svm, xgb, logreg).")
+        "--head", help="Heads to compare, by registered name (`fakeprobe components` lists "
+        "them; default: svm, xgb, logreg).")
                     ] = [],
     dataset: DatasetOpt = [], method: MethodOpt = [], exclude_dataset: XDatasetOpt = [],
     exclude_method: XMethodOpt = [], exclude_group: XGroupOpt = [],

@@ -14,7 +14,7 @@ def names(kind: str) -> str:
     ``smoothing``), for help texts."""
     from fakeprobe.app.cache import choices
 
-    return ", ".join(choices()[kind])
+    return ", ".join(choices(kind))
 
 
 DETECTOR_HELP = f"Face detector: {names('detector')}."
