@@ -337,20 +337,17 @@ def stage_frozen(run: Run, caches: dict[str, Path], split: dict) -> dict:
 def stage_cost(run: Run, caches: dict[str, Path], n: int = 512) -> dict:
     """Seconds per face crop of each encoder's network alone (stored crops, batches of 32,
     after one warm-up batch), on this machine."""
-    from fakeprobe.core.config import CONTEXT_MARGIN
-    from fakeprobe.core.geometry import CropSpec
-    from fakeprobe.extractor.align import recrop
-    from fakeprobe.extractor.components import BACKBONES
+    from fakeprobe.extractor.backbones.load import load_backbone
     from fakeprobe.features.cache import CacheReader
+    from fakeprobe.features.crops import row_crops
 
-    with CacheReader(caches["faces"]) as cache:
-        stored = cache.crops(slice(0, n))
-    stored_spec = CropSpec(stored.shape[1], CONTEXT_MARGIN)
     encoders = {run.frozen: {}, "finetuned": {"weights": str(run.workdir / "forensic.keras")}}
     out = {}
     for name, kwargs in encoders.items():
-        backbone = BACKBONES.create(name, device="cpu", batch_size=32, **kwargs)
-        crops = recrop(stored, stored_spec, backbone.crop)
+        backbone = load_backbone(name, device="cpu", batch_size=32, **kwargs)
+        with CacheReader(caches["faces"]) as cache:
+            crops = row_crops(cache, slice(0, n), backbone.crop, media=False, upsample=True,
+                              strict=True)[backbone.crop]
         backbone.embed(crops[:32])
         t0 = time.perf_counter()
         backbone.embed(crops)
