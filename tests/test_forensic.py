@@ -110,6 +110,30 @@ def test_the_shipped_encoder_runs_on_onnx_runtime_without_tensorflow():
     assert done.stdout.split() == ["onnxruntime", "(2,", "128)", "False", "False"]
 
 
+@pytest.mark.shared_data
+def test_predict_of_one_video_imports_no_tensorflow(shared_data):
+    """``fakeprobe predict VIDEO`` in a fresh process, as from the shell: the video is scored
+    and neither TensorFlow, Keras, PyTorch nor XGBoost was imported on the way."""
+    import subprocess
+
+    video = (shared_data / "ffpp" / "original_sequences" / "youtube" / "c40" / "videos" /
+             "253.mp4")
+    code = ("import sys\n"
+            "from fakeprobe.cli import main\n"
+            f"sys.argv = ['fakeprobe', 'predict', {str(video)!r}, '--json']\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "heavy = ('tensorflow', 'keras', 'torch', 'xgboost')\n"
+            "print('HEAVY:' + ','.join(m for m in heavy if m in sys.modules))\n")
+    env = {k: v for k, v in os.environ.items() if k != "FAKEPROBE_FORENSIC_RUNTIME"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    *output, last = done.stdout.strip().splitlines()
+    assert last == "HEAVY:", last
+    (prediction,) = json.loads("\n".join(output))["predictions"]
+    assert prediction["status"] == "ok" and 0.0 <= prediction["score"] <= 1.0
+
+
 def test_both_runtimes_give_the_same_features_and_the_same_feature_set(forensic):
     from fakeprobe.extractor.backbones.forensic import synthetic_crops
 
