@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -34,6 +40,7 @@ def record(vid: str, label: str | None = "real", status: str = "ok") -> fcache.V
 
 
 CONFIG = ExtractorConfig(frames=4, backbones=("a",))
+TESTS = Path(__file__).resolve().parent
 
 
 @pytest.mark.parametrize("n_rows,dim,dtype", [(1, 1, np.float32), (4, 7, np.float64),
@@ -152,15 +159,16 @@ def test_a_crash_during_commit_leaves_the_cache_and_staged_items_intact(tmp_path
     fcache.stage(path, fcache.StagedItem(record("v2"), rows=make_rows(2),
                                          features={"a": np.ones((2, 2))}))
 
-    def boom(self, item):
+    def boom(self, items):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fcache._Merger, "merge", boom)
+    monkeypatch.setattr(fcache.Merger, "merge", boom)
     with pytest.raises(KeyboardInterrupt):
         fcache.commit(path, CONFIG)
-    assert path.read_bytes() == before
+    assert path.read_bytes() == before  # rolled back, appended bytes cut off
     assert len(fcache.staged_files(path)) == 1
-    assert not list(tmp_path.glob(".*.tmp*"))  # the commit's temporary copy is gone
+    assert not fcache.journal_path(path).exists()
+    assert not list(tmp_path.glob(".*.tmp*"))
     monkeypatch.undo()
     assert fcache.commit(path, CONFIG) == 1
 
@@ -207,3 +215,174 @@ def test_summarize_counts(tmp_path):
     assert summary["failures"][0]["id"] == "v2"
     assert summary["feature_sets"]["a"]["items_done"] == 1
     json.dumps(summary)
+
+
+# --- in-place commits under a journal --------------------------------------------------------
+
+def one_committed_one_staged(path) -> bytes:
+    """``path`` holding item v1 committed and v2 staged; return the cache's bytes."""
+    fcache.stage(path, fcache.StagedItem(record("v1"), rows=make_rows(3),
+                                         features={"a": np.ones((3, 2))}))
+    fcache.commit(path, CONFIG)
+    before = path.read_bytes()
+    fcache.stage(path, fcache.StagedItem(record("v2"), rows=make_rows(2, seed=2),
+                                         features={"a": np.zeros((2, 2))}))
+    return before
+
+
+COMMIT_IN_CHILD = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from test_cache import CONFIG
+    from fakeprobe.features import cache as fcache
+    fcache.commit({path!r}, CONFIG)
+    print("committed", file=sys.stderr, flush=True)
+""")
+
+
+@pytest.mark.parametrize("point", ["journal-opened", "appended", "sealed", "overwriting",
+                                   "overwritten"])
+def test_kill_9_at_each_point_of_a_commit_rolls_back_to_the_old_cache(tmp_path, point):
+    path = tmp_path / "c.h5"
+    before = one_committed_one_staged(path)
+    child = subprocess.Popen(
+        [sys.executable, "-c", COMMIT_IN_CHILD.format(tests=str(TESTS), path=str(path))],
+        env={**os.environ, fcache.PAUSE_VARIABLE: point}, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in child.stderr:  # the child says when it reaches the point, then waits
+            lines.append(line)
+            if line.strip() == f"paused at {point}":
+                break
+        assert lines and lines[-1].strip() == f"paused at {point}", "".join(lines)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    assert fcache.journal_path(path).exists()
+    with fcache.CacheReader(path) as cache:  # read as before the commit, nothing written
+        assert cache.videos()["id"].tolist() == ["v1"]
+        np.testing.assert_array_equal(cache.features("a"), np.ones((3, 2)))
+    assert "interrupted_commit" in fcache.summarize(path)
+    assert len(fcache.staged_files(path)) == 1
+    notes: list[str] = []
+    with fcache.writer(path, log=notes.append):  # the next writer rolls it back
+        assert path.read_bytes() == before
+    assert any("rolled back a commit that was interrupted" in n for n in notes)
+    assert not fcache.journal_path(path).exists()
+    assert fcache.commit(path, CONFIG) == 1
+    with fcache.CacheReader(path) as cache:
+        assert cache.videos()["id"].tolist() == ["v1", "v2"]
+        assert cache.n_rows == 5 and cache.n_commits == 2
+
+
+def test_a_commit_appends_in_place_and_its_cost_does_not_grow_with_the_cache(tmp_path,
+                                                                             monkeypatch):
+    from fakeprobe.features.cache.journal import JournaledFile
+
+    path = tmp_path / "c.h5"
+    seen = []
+    finish = JournaledFile.finish
+
+    def spy(self, wait):
+        seen.append((len(self.blocks), self.size - self.base))  # blocks rewritten, appended
+        return finish(self, wait)
+
+    monkeypatch.setattr(JournaledFile, "finish", spy)
+
+    def add(first: int, n: int, rows: int = 20) -> None:
+        for k in range(first, first + n):
+            fcache.stage(path, fcache.StagedItem(record(f"v{k}"), rows=make_rows(rows, k),
+                                                 features={"a": np.ones((rows, 2))}))
+        fcache.commit(path, CONFIG)
+
+    add(0, 5)
+    inode = path.stat().st_ino
+    add(5, 1)
+    small = seen[-1]
+    for first in range(6, 606, 200):
+        add(first, 200)
+    add(606, 1)
+    large = seen[-1]
+    assert path.stat().st_ino == inode  # written in place, never copied
+    assert large[0] <= 1.5 * small[0], (small, large)  # the cache grew a hundredfold
+    assert large[1] <= 2 * small[1] + (64 << 10), (small, large)
+    with fcache.CacheReader(path) as cache:
+        assert cache.n_videos == 607 and cache.n_rows == 607 * 20
+
+
+def test_a_version_1_cache_is_read_and_upgraded_by_its_next_commit(tmp_path):
+    path = tmp_path / "c.h5"
+    fcache.stage(path, fcache.StagedItem(record("v1"), rows=make_rows(3),
+                                         features={"a": np.ones((3, 2))}))
+    fcache.commit(path, CONFIG)
+    with h5py.File(path, "r+") as h5:  # the version 1 layout: no /commits
+        del h5["commits"]
+        h5.attrs["schema_version"] = 1
+    with fcache.CacheReader(path) as cache:
+        assert cache.attrs["schema_version"] == 1 and cache.n_commits is None
+        assert cache.videos()["id"].tolist() == ["v1"]
+    assert fcache.summarize(path)["schema_version"] == 1
+    fcache.stage(path, fcache.StagedItem(record("v2"), rows=make_rows(2),
+                                         features={"a": np.zeros((2, 2))}))
+    assert fcache.commit(path, CONFIG) == 1
+    with fcache.CacheReader(path) as cache:
+        assert cache.attrs["schema_version"] == fcache.SCHEMA_VERSION == 2
+        assert cache.videos()["id"].tolist() == ["v1", "v2"] and cache.n_commits == 1
+    assert set(fcache.compatible_versions(1)) == {1, 2}
+    assert fcache.compatible_versions(3) == (3,)
+
+
+def test_a_commit_refuses_a_reader_its_own_thread_holds_open(tmp_path):
+    path = tmp_path / "c.h5"
+    one_committed_one_staged(path)
+    with fcache.CacheReader(path) as cache:
+        with pytest.raises(CacheError, match="close it before committing"):
+            fcache.commit(path, CONFIG)
+        assert cache.videos()["id"].tolist() == ["v1"]
+    assert not fcache.journal_path(path).exists()
+    assert fcache.commit(path, CONFIG) == 1
+
+
+READER_IN_CHILD = textwrap.dedent("""
+    import sys
+    from fakeprobe.features import cache as fcache
+    with fcache.CacheReader({path!r}) as cache:
+        print(cache.n_videos, flush=True)
+        sys.stdin.readline()
+        print(cache.videos()["id"].tolist(), cache.n_rows, flush=True)
+""")
+
+
+def test_a_commit_waits_for_the_readers_of_other_processes(tmp_path):
+    path = tmp_path / "c.h5"
+    one_committed_one_staged(path)
+    reader = subprocess.Popen([sys.executable, "-c", READER_IN_CHILD.format(path=str(path))],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "1"
+        waiting = threading.Event()
+        result = {}
+
+        def note(line: str) -> None:
+            if "waiting for the programs reading it" in line:
+                waiting.set()
+
+        def run() -> None:
+            with fcache.writer(path, log=note):
+                result["merged"] = fcache.commit(path, CONFIG)
+
+        committer = threading.Thread(target=run)
+        committer.start()
+        assert waiting.wait(60)  # the commit is held at its point of no return
+        assert "merged" not in result
+        reader.stdin.write("go on\n")
+        reader.stdin.flush()
+        assert reader.stdout.readline().strip() == "['v1'] 3"  # its view never changed
+        committer.join(60)
+        assert result == {"merged": 1}
+    finally:
+        reader.kill()
+        reader.wait()
+    with fcache.CacheReader(path) as cache:
+        assert cache.videos()["id"].tolist() == ["v1", "v2"]

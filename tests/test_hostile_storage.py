@@ -222,6 +222,53 @@ def test_two_concurrent_extract_processes_lose_nothing(two_inputs):
     _concurrent_trial(two_inputs)
 
 
+EXTRACT_IN_CHILD = ("import sys\n"
+                    "sys.path.insert(0, {tests!r})\n"
+                    "import conftest  # registers the stub components\n"
+                    "from fakeprobe.cli import app\n"
+                    "app({args!r})\n")
+
+
+@pytest.mark.parametrize("point", ["appended", "overwriting"])
+def test_extract_killed_in_its_commit_loses_nothing_and_duplicates_nothing(media_tree,
+                                                                           tmp_path, point):
+    """``kill -9`` when the commit has appended its items, or is overwriting the old bytes
+    (the child stops there and says so; see ``fcache.PAUSE_VARIABLE``): the cache reads as
+    before, and the next run rolls it back and commits every staged item once."""
+    from conftest import write_video
+
+    cache = tmp_path / "c.h5"
+    args = ["extract", str(media_tree), "--out", str(cache), *STUBS, "--frames", "4"]
+    assert runner.invoke(app, args).exit_code == 0
+    before = cache.read_bytes()
+    with fcache.CacheReader(cache) as reader:
+        first = sorted(reader.videos()["id"])
+    write_video(media_tree / "fake" / "d.mp4", seed=7)  # the second run adds one item
+    script = EXTRACT_IN_CHILD.format(tests=str(REPO / "tests"), args=args)
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stderr=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, text=True,
+                             env={**os.environ, fcache.PAUSE_VARIABLE: point})
+    try:
+        said = next((line for line in child.stderr if line.startswith("paused at")), "")
+        assert said.strip() == f"paused at {point}"  # then it waits there to be killed
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    with fcache.CacheReader(cache) as reader:
+        assert sorted(reader.videos()["id"]) == first and len(first) == 6
+    staged = [fcache.load_staged(f).record.id for f in fcache.staged_files(cache)]
+    assert staged == ["data/fake/d.mp4"]
+    with fcache.writer(cache):
+        assert cache.read_bytes() == before
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    with fcache.CacheReader(cache) as reader:
+        ids = list(reader.videos()["id"])
+        assert sorted(ids) == sorted(first + staged) and reader.n_commits == 2
+    assert not fcache.staged_files(cache) and not fcache.journal_path(cache).exists()
+
+
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_twenty_concurrent_trials_on_real_clips(shared_data):
@@ -576,17 +623,27 @@ def one_committed_one_staged(tmp_path: Path) -> tuple[Path, ExtractorConfig, byt
     return cache, config, before
 
 
-def test_disk_full_during_a_commit_keeps_the_cache_and_the_staged_items(tmp_path, monkeypatch):
-    cache, config, before = one_committed_one_staged(tmp_path)
+@pytest.mark.parametrize("where", ["_append", "_write_journal"])
+def test_disk_full_during_a_commit_keeps_the_cache_and_the_staged_items(tmp_path, monkeypatch,
+                                                                        where):
+    """The disk fills while the commit appends its items (HDF5 writing), or while it saves the
+    bytes it is about to overwrite in its journal: rolled back, byte for byte."""
+    from fakeprobe.features.cache.journal import JournaledFile
 
-    def full(*args, **kwargs):
+    cache, config, before = one_committed_one_staged(tmp_path)
+    calls = []
+
+    def full(self, *args, **kwargs):
+        calls.append(where)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(fcache.shutil, "copyfile", full)
-    with pytest.raises(OutputError, match="No space left"):
+    monkeypatch.setattr(JournaledFile, where, full)
+    with pytest.raises(OutputError, match="No space left.*cache is left as it was"):
         fcache.commit(cache, config)
     monkeypatch.undo()
+    assert calls
     assert cache.read_bytes() == before and len(fcache.staged_files(cache)) == 1
+    assert not fcache.journal_path(cache).exists()
     assert fcache.commit(cache, config) == 1
 
 

@@ -32,7 +32,8 @@ from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.core.config import ExtractorConfig
 from fakeprobe.core.provenance import library_versions
 from fakeprobe.errors import ConfigMismatch, FakeprobeError
-from fakeprobe.features.cache import SCHEMA_VERSION, CacheReader, feature_config_differences
+from fakeprobe.features.cache import (SCHEMA_VERSION, CacheReader, compatible_versions,
+                                      feature_config_differences)
 from fakeprobe.fileio import atomic_path
 
 #: 2: the pipeline in the skops format (1: a joblib pickle, no longer read).
@@ -115,7 +116,8 @@ class Model:
         """
         trained = self.extractor_config
         with CacheReader(cache_path) as cache:
-            if cache.attrs["schema_version"] != self.provenance["cache_schema_version"]:
+            trained_on = compatible_versions(self.provenance["cache_schema_version"])
+            if cache.attrs["schema_version"] not in trained_on:
                 raise ConfigMismatch(
                     f"{cache_path}: cache schema {cache.attrs['schema_version']}, the model "
                     f"was trained on schema {self.provenance['cache_schema_version']}")
