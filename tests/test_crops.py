@@ -186,3 +186,34 @@ def test_rows_are_checked_and_a_slice_or_nothing_is_fine(caches):
         assert len(row_crops(reader, [], STORED)) == 0
         some = row_crops(reader, slice(0, 3), STORED)
         assert np.array_equal(some.rows, [0, 1, 2])
+
+
+def test_a_self_blended_item_is_never_re_read_from_its_source(tmp_path):
+    """A pseudo-fake's path holds the real footage it was blended from: re-reading it would
+    give the real face under the fake label, so the row gets a reason instead."""
+    from fakeprobe.datasets import SELF_BLEND_METHOD
+    from fakeprobe.features import cache as fcache
+
+    media = write_video(tmp_path / "v.mp4", n_frames=12)
+    frame_index = np.array([0, 6])
+    box = np.array([[5 + i, 10, 16, 20] for i in frame_index], np.float32)
+    unit = np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.8], [0.65, 0.8]])
+    marks = np.stack([unit * b[2:] + b[:2] for b in box]).astype(np.float32)
+    rows = fcache.FrameRows(frame_index=frame_index, timestamp=frame_index / 25.0, box=box,
+                            landmarks=marks, score=np.ones(2, np.float32),
+                            track=np.zeros(2, np.int32), has_face=np.ones(2, bool))
+    cache = tmp_path / "c.h5"
+    for vid, method, label in (("v", "", "real"), ("v~blend", SELF_BLEND_METHOD, "fake")):
+        record = fcache.VideoRecord(id=vid, path=str(media), kind="video", label=label,
+                                    group="v", method=method)
+        fcache.stage(cache, fcache.StagedItem(record, rows=rows,
+                                              features={"f": np.zeros((2, 2), np.float32)}))
+    fcache.commit(cache, ExtractorConfig(frames=4, backbones=("f",)), {"f": {"dim": 2}})
+    with CacheReader(cache) as reader:
+        videos = reader.videos()
+        (real,) = np.flatnonzero(videos["id"] == "v")
+        (fake,) = np.flatnonzero(videos["id"] == "v~blend")
+        start = videos["row_start"]
+        got = row_crops(reader, [start[real], start[fake]], STORED)
+    assert list(got.source) == ["media", ""]
+    assert "self-blended" in got.reasons[1] and not got[STORED][1].any()
