@@ -57,6 +57,17 @@ def _fit_command(head: str):
         train_method: TrainMethodOpt = [], train_fakes: TrainFakesOpt = "all",
         score_self_blend: ScoreBlendOpt = False, save_run: SaveRunOpt = None,
         report: ReportOpt = None, force: ForceOpt = False, as_json: JsonOpt = False,
+        engine: Annotated[str, typer.Option(
+            help="local, or dask (xgb only): grouped cross-validation through xgboost.dask "
+            "on features read in chunks, for a cache larger than memory (no model file).")
+            ] = "local",
+        address: Annotated[Optional[str], typer.Option(
+            help="With --engine dask: the scheduler (default: a local cluster); its workers "
+            "must see the cache at the same path.")] = None,
+        workers: Annotated[int, typer.Option(min=1, help="With --engine dask: local worker "
+                                             "processes.")] = 2,
+        chunk_rows: Annotated[int, typer.Option(min=1, help="With --engine dask: feature "
+                                                "rows read per chunk.")] = 50_000,
     ) -> None:
         from fakeprobe.app.heads import fit
         from fakeprobe.cli.render import metrics_tables
@@ -64,6 +75,19 @@ def _fit_command(head: str):
         aggregation, protocol = _judging(
             aggregate, smooth, window, alpha, cv, holdout, eval_cache, search, seed, smote,
             train_dataset, train_method, train_fakes, score_self_blend, n_iter)
+        if engine != "local":
+            from fakeprobe.app.cluster import cluster_summary, fit_on_cluster
+            from fakeprobe.errors import InvalidOption
+
+            if engine != "dask":
+                raise InvalidOption(f"unknown engine {engine!r}: local or dask", "--engine")
+            done = fit_on_cluster(
+                cache, head, features=features, protocol=protocol, out=out_path,
+                selection=selection(dataset, method, exclude_dataset, exclude_method,
+                                    exclude_group),
+                address=address, workers=workers, chunk_rows=chunk_rows)
+            print_json(done) if as_json else out.print(cluster_summary(done))
+            return
         result = fit(cache, head, out_path, features=features,
                      selection=selection(dataset, method, exclude_dataset, exclude_method,
                                          exclude_group),

@@ -23,6 +23,6 @@ def connect(address: str | None = None, workers: int = 2,
             yield client
         return
     with LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
-                      dashboard_address=None, memory_limit=memory_limit or "auto",
+                      dashboard_address=":0", memory_limit=memory_limit or "auto",
                       silence_logs=40) as cluster, Client(cluster) as client:
         yield client

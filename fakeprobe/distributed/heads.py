@@ -1,0 +1,220 @@
+"""``fit-xgb --engine dask``: the XGBoost head through ``xgboost.dask`` on a cache's features
+read in chunks, so no process ever holds the whole feature matrix.
+
+Only the row index (one integer, label and item per face row) is read into the driver; the
+features stay in the HDF5 file and reach the workers as ``dask.array`` chunks of
+:class:`CachedRows` (the cache reader's rows of each feature set, ``chunk_rows`` at a time).
+Items are split by :func:`fakeprobe.training.cv.grouped_folds`, stratified and grouped by
+``group`` as an in-memory fit splits them; every fold trains with ``xgboost.dask.train`` on its
+training rows and scores its test rows, whose frame scores become item scores as in-memory
+fits' default aggregation makes them (a track's mean, an item's most suspect track).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+import numpy as np
+
+from fakeprobe.classifiers.aggregate import Aggregation
+from fakeprobe.classifiers.heads import balanced_weights
+from fakeprobe.classifiers.data import Selection, label_codes
+from fakeprobe.core.schema import READ_STATUSES
+from fakeprobe.distributed.cluster import connect
+from fakeprobe.errors import FakeprobeError
+from fakeprobe.features.cache import CacheReader
+from fakeprobe.training.cv import grouped_folds
+
+#: Rows per chunk by default: 50,000 rows of a 1,280-d float32 set are 244 MiB.
+CHUNK_ROWS = 50_000
+
+
+class CachedRows:
+    """An array-like view of one feature set's selected rows for ``dask.array.from_array``:
+    slicing it opens the cache with :class:`CacheReader` (read-only) and reads those rows
+    only. It pickles as the path, the name and the row index, so workers read the file
+    themselves."""
+
+    def __init__(self, cache_path: Path | str, name: str, rows: np.ndarray, dim: int) -> None:
+        self.cache_path, self.name, self.rows = str(cache_path), name, rows
+        self.shape = (len(rows), dim)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 2
+
+    def __getitem__(self, key) -> np.ndarray:
+        first, columns = key if isinstance(key, tuple) else (key, slice(None))
+        rows = self.rows[first]
+        with CacheReader(self.cache_path) as reader:
+            block = reader.features(self.name, rows) if len(rows) else np.zeros(
+                (0, self.shape[1]), np.float32)
+        return np.asarray(block, np.float32)[:, columns]
+
+
+@dataclass
+class RowIndex:
+    """The selected face rows of a cache: their file rows, items and labels."""
+
+    rows: np.ndarray  # row positions in the cache, increasing
+    video: np.ndarray  # per row: position in ``videos``
+    frame_index: np.ndarray
+    track: np.ndarray
+    videos: dict[str, np.ndarray]
+    dims: dict[str, int]
+    excluded: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return label_codes(self.videos["label"])
+
+
+def row_index(cache_path: Path | str, features: Sequence[str],
+              selection: Selection | None = None) -> RowIndex:
+    """The face rows a fit on ``features`` uses (the selection of
+    :func:`fakeprobe.classifiers.data.load_frames`, without reading any feature)."""
+    selection = selection or Selection()
+    with CacheReader(cache_path) as cache:
+        available = cache.feature_sets
+        unknown = [f for f in features if f not in available]
+        if unknown:
+            raise FakeprobeError(f"{cache_path}: no feature set {', '.join(unknown)}; it "
+                                 f"holds {', '.join(available) or 'none'}")
+        videos = cache.videos()
+        frames = cache.frames(("video", "has_face", "frame_index", "track"))
+        done = {f: cache.feature_done(f) for f in features}
+    keep = np.array([selection.keeps(d, m, lab, g) for d, m, lab, g in
+                     zip(videos["dataset"], videos["method"], videos["label"],
+                         videos["group"])], dtype=bool)
+    excluded = []
+    for i in np.flatnonzero(keep):
+        status = videos["status"][i]
+        missing = [f for f in features if not done[f][i]]
+        reason = (f"{status}: {videos['error'][i]}" if status not in READ_STATUSES
+                  else "no_face: no face in any sampled frame" if status == "no_face"
+                  else f"features not extracted: {', '.join(missing)}" if missing else None)
+        if reason:
+            excluded.append({"id": str(videos["id"][i]), "reason": reason})
+            keep[i] = False
+    rows = np.flatnonzero(keep[frames["video"]] & frames["has_face"])
+    positions = np.flatnonzero(np.isin(np.arange(len(keep)), frames["video"][rows]))
+    remap = np.full(len(keep), -1)
+    remap[positions] = np.arange(len(positions))
+    return RowIndex(rows, remap[frames["video"][rows]], frames["frame_index"][rows],
+                    frames["track"][rows],
+                    {k: v[positions] for k, v in videos.items()},
+                    {f: int(available[f]["dim"]) for f in features}, excluded)
+
+
+def feature_array(cache_path: Path | str, index: RowIndex, chunk_rows: int = CHUNK_ROWS):
+    """The selected rows' features (the sets side by side) as a lazy ``dask.array``."""
+    import dask.array as da
+
+    parts = [da.from_array(CachedRows(cache_path, name, index.rows, dim),
+                           chunks=(chunk_rows, dim), asarray=False, lock=False,
+                           name=f"fakeprobe-{name}-{Path(cache_path).name}-{chunk_rows}")
+             for name, dim in index.dims.items()]
+    return parts[0] if len(parts) == 1 else da.concatenate(parts, axis=1)
+
+
+#: The in-memory head's defaults (``fakeprobe.classifiers.heads._xgb``) as booster parameters.
+XGB_PARAMS = dict(max_depth=4, learning_rate=0.1, subsample=0.8, colsample_bytree=0.3,
+                  max_bin=64, min_child_weight=1.0, tree_method="hist",
+                  objective="binary:logistic", eval_metric="logloss")
+XGB_ROUNDS = 200
+
+
+@dataclass(frozen=True)
+class ClusterFitReport:
+    """Grouped cross-validation of the XGBoost head on a cluster: per fold and pooled AUCs
+    (item scores by the default aggregation), and the sizes and costs of the run."""
+
+    features: tuple[str, ...]
+    n_rows: int
+    n_items: int
+    n_columns: int
+    chunk_rows: int
+    folds: list[dict[str, Any]]
+    video_auc: float | None
+    frame_auc: float | None
+    seconds: float
+    workers: int
+    excluded: list[dict[str, str]]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["features"] = list(self.features)
+        return data
+
+
+def cross_validate_xgb(cache_path: Path | str, features: Sequence[str], *,
+                       selection: Selection | None = None, n_splits: int = 5,
+                       random_state: int = 0, params: dict[str, Any] | None = None,
+                       rounds: int = XGB_ROUNDS, chunk_rows: int = CHUNK_ROWS,
+                       address: str | None = None, workers: int = 2,
+                       memory_limit: str | int | None = None) -> ClusterFitReport:
+    """Grouped ``n_splits``-fold cross-validation of XGBoost through ``xgboost.dask`` on
+    ``features`` of ``cache_path``, read ``chunk_rows`` rows at a time on the cluster."""
+    import xgboost.dask as dxgb
+    from sklearn.metrics import roc_auc_score
+
+    started = time.perf_counter()
+    features = tuple(dict.fromkeys(features))
+    index = row_index(cache_path, features, selection)
+    if not len(index.rows):
+        raise FakeprobeError(f"{cache_path}: no selected face row with {'+'.join(features)}")
+    labels = index.labels
+    folds = grouped_folds(SimpleNamespace(video_labels=labels, videos=index.videos),
+                          n_splits=n_splits, random_state=random_state)
+    booster_params = {**XGB_PARAMS, "seed": random_state, **(params or {})}
+    y_rows = labels[index.video]
+    aggregation = Aggregation()  # a track's mean, an item's most suspect track
+    frame_scores = np.full(len(index.rows), np.nan)
+    results = []
+    with connect(address, workers, memory_limit) as client:
+        import dask.array as da
+
+        X = feature_array(cache_path, index, chunk_rows)
+        y = da.from_array(y_rows.astype(np.float32), chunks=X.chunks[0])
+        for k, (train_videos, test_videos) in enumerate(folds):
+            t0 = time.perf_counter()
+            train = np.isin(index.video, train_videos) & (y_rows >= 0)
+            test = np.isin(index.video, test_videos)
+            # every item counts once and each class half, as in an in-memory fit
+            weight = np.zeros(len(y_rows), np.float32)
+            weight[train] = balanced_weights(y_rows[train], index.video[train])
+            w = da.from_array(weight, chunks=X.chunks[0])
+            train_set = dxgb.DaskDMatrix(client, X[train], y[train], weight=w[train])
+            booster = dxgb.train(client, booster_params, train_set,
+                                 num_boost_round=rounds)["booster"]
+            fit_s = time.perf_counter() - t0
+            scores = dxgb.predict(client, booster, X[test]).compute()
+            frame_scores[test] = scores
+            videos = aggregation.video_scores(scores, index.video[test],
+                                              index.frame_index[test], index.track[test],
+                                              len(labels))
+            scored = ~np.isnan(videos) & (labels >= 0)
+            results.append({"fold": k, "train_items": int(len(train_videos)),
+                            "test_items": int(len(test_videos)),
+                            "train_rows": int(train.sum()), "test_rows": int(test.sum()),
+                            "video_auc": _auc(labels[scored], videos[scored], roc_auc_score),
+                            "fit_seconds": fit_s,
+                            "seconds": time.perf_counter() - t0})
+        n_workers = len(client.scheduler_info()["workers"])
+    done = ~np.isnan(frame_scores)
+    videos = aggregation.video_scores(frame_scores[done], index.video[done],
+                                      index.frame_index[done], index.track[done], len(labels))
+    scored = ~np.isnan(videos) & (labels >= 0)
+    rows_ok = ~np.isnan(frame_scores) & (y_rows >= 0)
+    return ClusterFitReport(
+        features=features, n_rows=int(len(index.rows)), n_items=int(len(labels)),
+        n_columns=int(X.shape[1]), chunk_rows=int(chunk_rows), folds=results,
+        video_auc=_auc(labels[scored], videos[scored], roc_auc_score),
+        frame_auc=_auc(y_rows[rows_ok], frame_scores[rows_ok], roc_auc_score),
+        seconds=time.perf_counter() - started, workers=n_workers, excluded=index.excluded)
+
+
+def _auc(y: np.ndarray, scores: np.ndarray, roc_auc_score) -> float | None:
+    return float(roc_auc_score(y, scores)) if len(np.unique(y)) == 2 else None
