@@ -11,7 +11,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Callable, Generic, TypeVar
 
-from fakeprobe.errors import MissingDependency, UnknownComponent
+from fakeprobe.errors import ConfigError, MissingDependency, UnknownComponent
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ class Registry(Generic[T]):
     ) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+                raise ConfigError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = Entry(name, factory, tuple(requires), hint, description)
             return factory
 

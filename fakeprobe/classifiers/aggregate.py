@@ -14,6 +14,8 @@ from typing import Callable
 import numpy as np
 from scipy.ndimage import median_filter
 
+from fakeprobe.errors import ConfigError
+
 #: "confident" rule of the DFDC winner (Seferbekov): frames scoring above CONFIDENT_HIGH are
 #: confident fakes; when they make up more than CONFIDENT_FAKE_SHARE of the frames, the video
 #: scores as their mean. Otherwise, when frames below CONFIDENT_LOW make up more than
@@ -92,7 +94,7 @@ def smooth(scores: np.ndarray, method: str = "none", window: int = 5, alpha: flo
         return out
     if method == "median":
         return median_filter(p, size=window, mode="nearest")
-    raise ValueError(f"unknown smoothing {method!r}; choose one of: {', '.join(SMOOTHERS)}")
+    raise ConfigError(f"unknown smoothing {method!r}; choose one of: {', '.join(SMOOTHERS)}")
 
 
 SMOOTHERS = ("none", "moving", "exponential", "median")
@@ -109,11 +111,11 @@ class Aggregation:
 
     def __post_init__(self) -> None:
         if self.method not in AGGREGATORS:
-            raise ValueError(f"unknown aggregator {self.method!r}; choose one of: "
-                             f"{', '.join(AGGREGATORS)}")
+            raise ConfigError(f"unknown aggregator {self.method!r}; choose one of: "
+                              f"{', '.join(AGGREGATORS)}")
         if self.smoothing not in SMOOTHERS:
-            raise ValueError(f"unknown smoothing {self.smoothing!r}; choose one of: "
-                             f"{', '.join(SMOOTHERS)}")
+            raise ConfigError(f"unknown smoothing {self.smoothing!r}; choose one of: "
+                              f"{', '.join(SMOOTHERS)}")
 
     def track_score(self, frame_scores: np.ndarray) -> float:
         """Score of one track's time-ordered frame scores (NaN when empty)."""

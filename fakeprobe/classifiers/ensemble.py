@@ -18,6 +18,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from fakeprobe.classifiers.sequence import _binary_classes
+from fakeprobe.errors import ConfigError
 
 #: Member heads of ``--head stack``.
 STACK_MEMBERS = ("logreg", "xgb", "svm")
@@ -86,7 +87,7 @@ class StackedHeads(ClassifierMixin, BaseEstimator):
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64,
                                        ensure_non_negative=True)
         if not weights.sum() > 0:
-            raise ValueError("Sample weights must contain at least one non-zero number.")
+            raise ConfigError("Sample weights must contain at least one non-zero number.")
         sequence = np.arange(len(y)) if sequence is None else np.asarray(sequence)
         _, owner = np.unique(sequence, return_inverse=True)
         owner = owner.ravel()
@@ -106,8 +107,8 @@ class StackedHeads(ClassifierMixin, BaseEstimator):
         np.maximum.at(target, owner, positive)
         seq_weight = np.bincount(owner, weights=weights, minlength=n_seq)
         if len(np.unique(target[scored])) < 2:
-            raise ValueError("too few rows of each class to stack: every inner fold needs "
-                             "both classes")
+            raise ConfigError("too few rows of each class to stack: every inner fold needs "
+                              "both classes")
         self.meta_ = LogisticRegression(C=self.C, max_iter=1000)
         self.meta_.fit(_logit(oof[scored]), target[scored], sample_weight=seq_weight[scored])
         self.members_ = [self._fit_member(name, X, y, weights, owner, groups)

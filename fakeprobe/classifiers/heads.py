@@ -22,7 +22,7 @@ from sklearn.svm import SVC, LinearSVC
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from fakeprobe.errors import MissingDependency
+from fakeprobe.errors import ConfigError, MissingDependency
 from fakeprobe.registry import Registry
 
 #: Above this many training frames the SVM head switches from an exact RBF kernel SVM (memory
@@ -36,8 +36,8 @@ def _binary_classes(y: np.ndarray) -> np.ndarray:
     """The two classes of ``y``, or the ValueError scikit-learn expects of binary estimators."""
     kind = type_of_target(y, input_name="y", raise_unknown=True)
     if kind != "binary":
-        raise ValueError(f"Only binary classification is supported. The type of the target "
-                         f"is {kind}.")
+        raise ConfigError(f"Only binary classification is supported. The type of the target "
+                          f"is {kind}.")
     return unique_labels(y)
 
 
@@ -144,8 +144,8 @@ class AutoSVC(ClassifierMixin, BaseEstimator):
             folds = max(2, min(folds, int(counts.min())))
             cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.random_state)
         if self.calibration not in ("auto", "cv", "crossfit"):
-            raise ValueError(f"calibration must be 'auto', 'cv' or 'crossfit', not "
-                             f"{self.calibration!r}")
+            raise ConfigError(f"calibration must be 'auto', 'cv' or 'crossfit', not "
+                              f"{self.calibration!r}")
         if self.calibration == "crossfit" or (
                 self.calibration == "auto" and self.kernel_ == "nystroem"):
             self._fit_crossfit(X, y, sample_weight, cv)
@@ -167,8 +167,8 @@ class AutoSVC(ClassifierMixin, BaseEstimator):
         weights = _check_sample_weight(sample_weight, X)
         positive = (y == self.classes_[1]).astype(int)
         if not isinstance(base, NystroemSVC):
-            raise ValueError("calibration='crossfit' needs the Nystroem kernel (more frames "
-                             "than exact_max)")
+            raise ConfigError("calibration='crossfit' needs the Nystroem kernel (more frames "
+                              "than exact_max)")
         mapped = base.fit_map(X)
         self.members_ = []
         for train, held in splits:

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
+from fakeprobe.errors import ConfigError
+
 #: Probabilities are clipped to [EPS, 1 - EPS] for the log loss, so that one confident mistake
 #: costs at most -log(EPS) = 13.8 nats instead of infinity.
 LOG_LOSS_EPS = 1e-6
@@ -59,7 +61,7 @@ def binary_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.
     y_true = np.asarray(y_true, dtype=int)
     scores = np.asarray(scores, dtype=float)
     if len(y_true) != len(scores):
-        raise ValueError("labels and scores differ in length")
+        raise ConfigError("labels and scores differ in length")
     predicted = (scores >= threshold).astype(int)
     tn = int(((y_true == 0) & (predicted == 0)).sum())
     fp = int(((y_true == 0) & (predicted == 1)).sum())

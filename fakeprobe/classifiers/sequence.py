@@ -20,16 +20,18 @@ from sklearn.model_selection import GroupShuffleSplit
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from fakeprobe.errors import ConfigError
+
 
 def _binary_classes(y: np.ndarray) -> np.ndarray:
     kind = type_of_target(y, input_name="y", raise_unknown=True)
     if kind != "binary":
-        raise ValueError(f"Only binary classification is supported. The type of the target "
-                         f"is {kind}.")
+        raise ConfigError(f"Only binary classification is supported. The type of the target "
+                          f"is {kind}.")
     classes = unique_labels(y)
     if len(classes) < 2:
-        raise ValueError(f"a detector needs 2 classes to train; y holds 1 class "
-                         f"({classes[0]!r})")
+        raise ConfigError(f"a detector needs 2 classes to train; y holds 1 class "
+                          f"({classes[0]!r})")
     return classes
 
 
@@ -41,7 +43,7 @@ def pack_sequences(X: np.ndarray, sequence: np.ndarray | None, position: np.ndar
     sequence = np.arange(n) if sequence is None else np.asarray(sequence)
     position = np.arange(n) if position is None else np.asarray(position)
     if len(sequence) != n or len(position) != n:
-        raise ValueError(f"sequence and position need one value per row ({n})")
+        raise ConfigError(f"sequence and position need one value per row ({n})")
     _, inverse = np.unique(sequence, return_inverse=True)
     inverse = inverse.ravel()
     counts = np.bincount(inverse)
@@ -97,7 +99,7 @@ class SequenceGRU(ClassifierMixin, BaseEstimator):
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64,
                                        ensure_non_negative=True)
         if not weights.sum() > 0:
-            raise ValueError("Sample weights must contain at least one non-zero number.")
+            raise ConfigError("Sample weights must contain at least one non-zero number.")
         packed, mask, owner = pack_sequences(X, sequence, position)
         target = np.zeros(len(packed))
         np.maximum.at(target, owner, (y == self.classes_[1]).astype(float))

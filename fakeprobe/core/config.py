@@ -8,7 +8,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from fakeprobe.errors import FakeprobeError
+from fakeprobe.errors import ConfigError
 
 #: Frames per video when no rate is given: the DFDC winners sampled 32 evenly spaced frames.
 DEFAULT_FRAMES = 32
@@ -55,7 +55,7 @@ ROW_FIELDS = (
 )
 
 
-class InvalidConfig(FakeprobeError, ValueError):
+class InvalidConfig(ConfigError):
     """A stored extractor config (in a cache or a model file) with a value out of range or of
     the wrong type. A ``ValueError`` too, so callers that catch that keep working."""
 
@@ -95,27 +95,27 @@ class ExtractorConfig:
                                 ("detect_size", 1, 1 << 16), ("max_pixels", 1, 1 << 40)):
             _check_int(name, getattr(self, name), low, high)
         if self.fps is not None and not (_is_number(self.fps) and 0 < self.fps < math.inf):
-            raise ValueError(f"fps must be a positive number, not {self.fps!r}")
+            raise ConfigError(f"fps must be a positive number, not {self.fps!r}")
         score = self.min_face_score
         if score is not None:
             if not (_is_number(score) and math.isfinite(score)):
-                raise ValueError(f"min_face_score must be a number, not {score!r}")
+                raise ConfigError(f"min_face_score must be a number, not {score!r}")
             if self.detector not in UNBOUNDED_SCORE_DETECTORS and not 0.0 <= score <= 1.0:
-                raise ValueError(f"min_face_score must be between 0 and 1 for {self.detector} "
-                                 f"(a probability), not {score!r}")
+                raise ConfigError(f"min_face_score must be between 0 and 1 for {self.detector} "
+                                  f"(a probability), not {score!r}")
         if not (_is_number(self.track_iou) and 0.0 <= self.track_iou <= 1.0):
-            raise ValueError(f"track_iou must be between 0 and 1, not {self.track_iou!r}")
+            raise ConfigError(f"track_iou must be between 0 and 1, not {self.track_iou!r}")
         kind = type(self.keyframes_only)
         if not (kind is bool or (kind.__module__ == "numpy"  # numpy's, read from a cache
                                  and kind.__name__ in ("bool", "bool_"))):
-            raise ValueError(f"keyframes_only must be true or false, not "
-                             f"{self.keyframes_only!r}")
+            raise ConfigError(f"keyframes_only must be true or false, not "
+                              f"{self.keyframes_only!r}")
         object.__setattr__(self, "keyframes_only", bool(self.keyframes_only))
         if not (_is_int(self.keep_crops) and self.keep_crops >= 0):
-            raise ValueError("keep_crops must be 0 (off) or a crop size in pixels")
+            raise ConfigError("keep_crops must be 0 (off) or a crop size in pixels")
         if isinstance(self.backbones, (str, bytes)) or not all(
                 isinstance(name, str) for name in self.backbones):
-            raise ValueError(f"backbones must be a list of names, not {self.backbones!r}")
+            raise ConfigError(f"backbones must be a list of names, not {self.backbones!r}")
         object.__setattr__(self, "backbones", tuple(self.backbones))
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,4 +161,4 @@ def _is_number(value: Any) -> bool:
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:
     if not _is_int(value) or not low <= value <= high:
-        raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}, not {value!r}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterable
 
 from fakeprobe.core.schema import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from fakeprobe.errors import ConfigError
 
 
 #: Metadata and manifest files larger than this are refused (the largest DFDC part's
@@ -88,7 +89,7 @@ def parse_label(value: str | None) -> str | None:
         return None
     label = _LABEL_WORDS.get(str(value).strip().lower())
     if label is None:
-        raise ValueError(f"unknown label {_short(value)} (use real or fake)")
+        raise ConfigError(f"unknown label {_short(value)} (use real or fake)")
     return label
 
 
@@ -126,8 +127,8 @@ def _read_listing(path: Path) -> bytes:
     """The bytes of a metadata file or manifest, refusing absurd sizes."""
     size = path.stat().st_size
     if size > MAX_LISTING_BYTES:
-        raise ValueError(f"{size / 1e6:.0f} MB, over the {MAX_LISTING_BYTES / 1e6:.0f} MB a "
-                         "listing may have")
+        raise ConfigError(f"{size / 1e6:.0f} MB, over the {MAX_LISTING_BYTES / 1e6:.0f} MB a "
+                          "listing may have")
     return path.read_bytes()
 
 

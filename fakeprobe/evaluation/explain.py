@@ -34,10 +34,9 @@ import numpy as np
 from fakeprobe.classifiers.aggregate import smooth
 from fakeprobe.classifiers.model import Model, check_versions, load_model
 from fakeprobe.core.geometry import CropSpec
-from fakeprobe.errors import FakeprobeError
-from fakeprobe.evaluation.explain_figure import (HEAT_UNITS, MIN_HEAT_SCALE,
-                                                 OVERLAY_BLUR_FRACTION, overlay,
-                                                 render_explanation, save_explanation)
+from fakeprobe.errors import ConfigError, FakeprobeError
+from fakeprobe.evaluation.explain_figure import (HEAT_UNITS, MIN_HEAT_SCALE, OVERLAY_BLUR_FRACTION,
+                                                 overlay, render_explanation, save_explanation)
 from fakeprobe.evaluation.occlusion import (DEFAULT_SPACE, FILLS, PATCH_FRACTION, SPACES,
                                             STRIDE_FRACTION, ScoreFn, default_patch, log_odds,
                                             occlusion_map, occlusion_maps)
@@ -161,7 +160,7 @@ def explain_video(model_path: Path | str | Model, cache_path: Path | str, video_
     """
     t0 = time.perf_counter()
     if top_k < 1:
-        raise ValueError("top_k must be at least 1")
+        raise ConfigError("top_k must be at least 1")
     cache_path = Path(cache_path)
     model = model_path if isinstance(model_path, Model) else load_model(model_path)
     warnings = [f"extraction differs: {w}" for w in model.check_cache(cache_path)]

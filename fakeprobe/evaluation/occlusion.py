@@ -24,6 +24,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from fakeprobe.errors import ConfigError
+
 #: Side of the occluding patch as a share of the crop side, when ``patch`` is not given: 0.2 is
 #: 45 px on a 224 px crop, about an eye or half the mouth (Zeiler & Fergus slid a 50 px grey
 #: square over 224 px images).
@@ -65,9 +67,9 @@ def default_patch(size: int, patch: int | None = None, stride: int | None = None
     patch = max(1, round(PATCH_FRACTION * size)) if patch is None else int(patch)
     stride = max(1, round(STRIDE_FRACTION * patch)) if stride is None else int(stride)
     if not 1 <= patch <= size:
-        raise ValueError(f"patch must be 1..{size} pixels, got {patch}")
+        raise ConfigError(f"patch must be 1..{size} pixels, got {patch}")
     if stride < 1:
-        raise ValueError(f"stride must be at least 1 pixel, got {stride}")
+        raise ConfigError(f"stride must be at least 1 pixel, got {stride}")
     return patch, stride
 
 
@@ -84,13 +86,13 @@ def occlusion_maps(crop_rgb: np.ndarray, score_fn: ScoreFn, *, patch: int | None
     batch, so that both come from the same call)."""
     crop = np.asarray(crop_rgb)
     if crop.ndim != 3 or crop.shape[2] != 3 or crop.shape[0] != crop.shape[1]:
-        raise ValueError(f"expected one square (S, S, 3) RGB crop, got shape {crop.shape}")
+        raise ConfigError(f"expected one square (S, S, 3) RGB crop, got shape {crop.shape}")
     if crop.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 crop, got {crop.dtype}")
+        raise ConfigError(f"expected a uint8 crop, got {crop.dtype}")
     if fill not in FILLS:
-        raise ValueError(f"unknown fill {fill!r}; choose one of: {', '.join(FILLS)}")
+        raise ConfigError(f"unknown fill {fill!r}; choose one of: {', '.join(FILLS)}")
     if space not in SPACES:
-        raise ValueError(f"unknown space {space!r}; choose one of: {', '.join(SPACES)}")
+        raise ConfigError(f"unknown space {space!r}; choose one of: {', '.join(SPACES)}")
     size = crop.shape[0]
     patch, stride = default_patch(size, patch, stride)
     if fill == "blur":
@@ -106,7 +108,7 @@ def occlusion_maps(crop_rgb: np.ndarray, score_fn: ScoreFn, *, patch: int | None
         batch[k, y:y + patch, x:x + patch] = filler[y:y + patch, x:x + patch]
     scores = np.asarray(score_fn(batch), dtype=np.float64).reshape(-1)
     if len(scores) != len(batch):
-        raise ValueError(f"score_fn returned {len(scores)} scores for {len(batch)} crops")
+        raise ConfigError(f"score_fn returned {len(scores)} scores for {len(batch)} crops")
     values = log_odds(scores) if space == "logit" else scores
     total = np.zeros((size, size), np.float64)
     count = np.zeros((size, size), np.float64)

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from fakeprobe.core.geometry import CropSpec, template_for
+from fakeprobe.errors import ConfigError
 
 #: Regions reported for a heatmap: at most this many, and only those whose mean heat is at least
 #: REGION_KEEP_SHARE of the hottest region's.
@@ -64,7 +65,7 @@ def hottest_regions(heatmap: np.ndarray, spec: CropSpec) -> list[dict[str, Any]]
     only regions within REGION_KEEP_SHARE of the hottest; empty when nothing raised the score."""
     heatmap = np.asarray(heatmap, dtype=np.float64)
     if heatmap.shape != (spec.size, spec.size):
-        raise ValueError(f"heatmap of shape {heatmap.shape} for a {spec.size} px crop")
+        raise ConfigError(f"heatmap of shape {heatmap.shape} for a {spec.size} px crop")
     labels = face_regions(spec)
     means = []
     for k, name in enumerate(REGIONS):

@@ -19,7 +19,7 @@ import numpy as np
 from fakeprobe.classifiers.model import Model
 from fakeprobe.core.config import CONTEXT_MARGIN
 from fakeprobe.core.geometry import CropSpec
-from fakeprobe.errors import FakeprobeError
+from fakeprobe.errors import ConfigError, FakeprobeError
 from fakeprobe.evaluation.occlusion import ScoreFn
 from fakeprobe.extractor.align import can_recrop, recrop
 from fakeprobe.extractor.base import Backbone
@@ -92,8 +92,8 @@ class ModelScorer:
     def features(self, crops: np.ndarray, spec: CropSpec) -> np.ndarray:
         crops = np.asarray(crops, dtype=np.uint8)
         if not self.covers(spec):
-            raise ValueError(f"crops of {spec} cannot feed every backbone of the model "
-                             f"({self.specs})")
+            raise ConfigError(f"crops of {spec} cannot feed every backbone of the model "
+                              f"({self.specs})")
         parts = []
         for name in self.model.features:
             wanted = self.specs[name]

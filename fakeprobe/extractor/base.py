@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fakeprobe.core.geometry import CropSpec
+from fakeprobe.errors import ConfigError
 from fakeprobe.registry import Registry
 
 
@@ -63,8 +64,8 @@ class Backbone(ABC):
         crops = np.asarray(crops)
         size = self.crop.size
         if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
-            raise ValueError(f"{self.name} expects (n, {size}, {size}, 3) uint8 RGB crops, got "
-                             f"{crops.shape} {crops.dtype}")
+            raise ConfigError(f"{self.name} expects (n, {size}, {size}, 3) uint8 RGB crops, got "
+                              f"{crops.shape} {crops.dtype}")
         return crops
 
     def config(self) -> dict:

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from fakeprobe.core.config import CONTEXT_MARGIN
+from fakeprobe.core.geometry import CropSpec
 from fakeprobe.datasets import SELF_BLEND_METHOD
-from fakeprobe.errors import FakeprobeError, MediaError
+from fakeprobe.errors import ConfigError, FakeprobeError, MediaError
 from fakeprobe.extractor.align import align_face, can_recrop, recrop
-from fakeprobe.extractor.base import CropSpec
 from fakeprobe.features.cache import CacheReader
 
 #: Where a row's crop came from (``RowCrops.source``); ``""``: no crop (see ``reasons``).
@@ -114,7 +114,7 @@ def row_crops(reader: CacheReader, rows: slice | Sequence[int] | np.ndarray,
     """
     wanted = [specs] if isinstance(specs, CropSpec) else list(dict.fromkeys(specs))
     if not wanted:
-        raise ValueError("row_crops needs at least one crop geometry")
+        raise ConfigError("row_crops needs at least one crop geometry")
     if isinstance(rows, slice):
         rows = np.arange(*rows.indices(reader.n_rows))
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)

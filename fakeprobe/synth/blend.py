@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from fakeprobe.core.geometry import ARCFACE_TEMPLATE_112, FACE_OUTLINE_112, similarity_transform
+from fakeprobe.errors import ConfigError
 
 __all__ = [
     "MASK_KINDS",
@@ -60,8 +61,8 @@ _SUBPIXEL_BITS = 4  # fillPoly's ``shift``: polygon vertices at 1/16 pixel
 def _range(value: object, name: str) -> tuple[float, float]:
     low, high = (float(v) for v in value)  # type: ignore[union-attr]
     if not (math.isfinite(low) and math.isfinite(high) and low <= high):
-        raise ValueError(f"BlendConfig.{name} must be a finite (low, high) with low <= high, "
-                         f"got {value!r}")
+        raise ConfigError(f"BlendConfig.{name} must be a finite (low, high) with low <= high, "
+                          f"got {value!r}")
     return low, high
 
 
@@ -103,24 +104,24 @@ class BlendConfig:
 
     def __post_init__(self) -> None:
         if self.mask not in MASK_KINDS:
-            raise ValueError(f"BlendConfig.mask must be one of {MASK_KINDS}, got {self.mask!r}")
+            raise ConfigError(f"BlendConfig.mask must be one of {MASK_KINDS}, got {self.mask!r}")
         for name in ("erode", "blur", "scale", "saturation", "brightness", "contrast",
                      "sharpen_amount", "filter_sigma"):
             object.__setattr__(self, name, _range(getattr(self, name), name))
         ratios = tuple(float(r) for r in self.blend_ratio)
         if not ratios or not all(0.0 <= r <= 1.0 for r in ratios):
-            raise ValueError(f"BlendConfig.blend_ratio must be non-empty values in [0, 1], "
-                             f"got {self.blend_ratio!r}")
+            raise ConfigError(f"BlendConfig.blend_ratio must be non-empty values in [0, 1], "
+                              f"got {self.blend_ratio!r}")
         object.__setattr__(self, "blend_ratio", ratios)
         if self.erode[0] < 0 or self.blur[0] < 0 or self.filter_sigma[0] < 0:
-            raise ValueError("BlendConfig.erode, blur and filter_sigma must be >= 0")
+            raise ConfigError("BlendConfig.erode, blur and filter_sigma must be >= 0")
         if self.scale[0] <= 0:
-            raise ValueError(f"BlendConfig.scale must be > 0, got {self.scale!r}")
+            raise ConfigError(f"BlendConfig.scale must be > 0, got {self.scale!r}")
         if not 0.0 <= self.sharpen_or_blur <= 1.0:
-            raise ValueError(f"BlendConfig.sharpen_or_blur is a probability, got "
-                             f"{self.sharpen_or_blur!r}")
+            raise ConfigError(f"BlendConfig.sharpen_or_blur is a probability, got "
+                              f"{self.sharpen_or_blur!r}")
         if self.shift < 0 or self.hue < 0:
-            raise ValueError("BlendConfig.shift and hue are maxima and must be >= 0")
+            raise ConfigError("BlendConfig.shift and hue are maxima and must be >= 0")
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (tuples become lists)."""
@@ -154,9 +155,9 @@ class BlendParams:
 
     def __post_init__(self) -> None:
         if self.mask not in MASK_KINDS:
-            raise ValueError(f"BlendParams.mask must be one of {MASK_KINDS}, got {self.mask!r}")
+            raise ConfigError(f"BlendParams.mask must be one of {MASK_KINDS}, got {self.mask!r}")
         if self.filter not in _FILTERS:
-            raise ValueError(f"BlendParams.filter must be one of {_FILTERS}, got {self.filter!r}")
+            raise ConfigError(f"BlendParams.filter must be one of {_FILTERS}, got {self.filter!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -208,9 +209,9 @@ def _template_to_frame(landmarks: np.ndarray) -> np.ndarray:
     """2x3 similarity from template coordinates into the frame (inverse of align's map)."""
     marks = np.asarray(landmarks, dtype=np.float64)
     if marks.shape != (5, 2) or not np.isfinite(marks).all():
-        raise ValueError(f"landmarks must be a finite (5, 2) array, got shape {marks.shape}")
+        raise ConfigError(f"landmarks must be a finite (5, 2) array, got shape {marks.shape}")
     if ((marks - marks.mean(axis=0)) ** 2).sum() < 1e-6:
-        raise ValueError("degenerate landmarks: all five points coincide")
+        raise ConfigError("degenerate landmarks: all five points coincide")
     forward = similarity_transform(marks, ARCFACE_TEMPLATE_112)
     return cv2.invertAffineTransform(forward)
 
@@ -230,7 +231,7 @@ def face_outline(landmarks: np.ndarray, kind: str = "hull") -> np.ndarray:
         points = _ELLIPSE_CENTRE_112 + _ELLIPSE_AXES_112 * np.stack(
             [np.cos(angles), np.sin(angles)], axis=1)
     else:
-        raise ValueError(f"mask kind must be one of {MASK_KINDS}, got {kind!r}")
+        raise ConfigError(f"mask kind must be one of {MASK_KINDS}, got {kind!r}")
     matrix = _template_to_frame(landmarks)
     return points @ matrix[:, :2].T + matrix[:, 2]
 
@@ -282,7 +283,7 @@ def face_mask(shape: tuple[int, ...], landmarks: np.ndarray, kind: str = "hull",
 def _check_frame(frame_bgr: np.ndarray) -> np.ndarray:
     frame = np.asarray(frame_bgr)
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise ValueError(f"expected a (H, W, 3) uint8 BGR frame, got {frame.shape} {frame.dtype}")
+        raise ConfigError(f"expected a (H, W, 3) uint8 BGR frame, got {frame.shape} {frame.dtype}")
     return frame
 
 

@@ -36,7 +36,7 @@ from fakeprobe.core.config import CONTEXT_MARGIN
 from fakeprobe.core.geometry import (ARCFACE_TEMPLATE_112, FACE_OUTLINE_112, CropSpec,
                                      similarity_transform, template_for)
 from fakeprobe.core.tf import check_device
-from fakeprobe.errors import WeightsError
+from fakeprobe.errors import ConfigError, WeightsError
 from fakeprobe.extractor.backbones.imagenet import DEFAULT_BATCH_SIZE, MOBILENET_V2, PortedBackbone
 from fakeprobe.extractor.base import BACKBONES, Backbone
 
@@ -261,8 +261,8 @@ class SrmBackbone(Backbone):
         self.crop = CropSpec(int(size), float(margin))
         reach = max(max(len(r.kernel), len(r.kernel[0])) for r in SRM_RESIDUALS)
         if self.crop.size < reach + SRM_ORDER - 1:
-            raise ValueError(f"srm needs crops of at least {reach + SRM_ORDER - 1} px, "
-                             f"got {self.crop.size}")
+            raise ConfigError(f"srm needs crops of at least {reach + SRM_ORDER - 1} px, "
+                              f"got {self.crop.size}")
         self._kernels = [np.array(r.kernel, dtype=np.float64) for r in SRM_RESIDUALS]
         orbit = cooccurrence_orbits()
         self._classes = int(orbit.max()) + 1
@@ -413,9 +413,9 @@ class FaceContextBackbone(Backbone):
         self.inner_mask, self.ring_mask = context_masks(self.crop)
         for region, mask in (("inner face", self.inner_mask), ("ring", self.ring_mask)):
             if mask.sum() < MIN_REGION_PIXELS:
-                raise ValueError(f"face-context: the {region} of a {self.crop} crop holds "
-                                 f"{int(mask.sum())} pixels, fewer than {MIN_REGION_PIXELS}; "
-                                 f"use a larger crop")
+                raise ConfigError(f"face-context: the {region} of a {self.crop} crop holds "
+                                  f"{int(mask.sum())} pixels, fewer than {MIN_REGION_PIXELS}; "
+                                  f"use a larger crop")
         self._inner = np.flatnonzero(self.inner_mask)
         self._ring = np.flatnonzero(self.ring_mask)
         self.dim = 3 * len(REGION_STATS)

@@ -50,7 +50,7 @@ import numpy as np
 from fakeprobe.core.checksums import package_dir, verify_sha256
 from fakeprobe.core.geometry import CropSpec
 from fakeprobe.core.tf import check_device
-from fakeprobe.errors import WeightsError
+from fakeprobe.errors import ConfigError, WeightsError
 from fakeprobe.extractor.base import BACKBONES, Backbone
 
 __all__ = [
@@ -96,7 +96,7 @@ def _dlib_geometry(size: int = 200) -> tuple[CropSpec, tuple[int, int]]:
     left = round(size / 2.0 + (DLIB_CHIP_CENTRE[0] - 0.5) * px_per_unit - half)
     top = round(size / 2.0 + (DLIB_CHIP_CENTRE[1] - 0.5) * px_per_unit - half)
     if not (0 <= left <= size - DLIB_CHIP_SIZE and 0 <= top <= size - DLIB_CHIP_SIZE):
-        raise ValueError(f"a {size} px crop cannot hold dlib's chip")
+        raise ConfigError(f"a {size} px crop cannot hold dlib's chip")
     return CropSpec(size, margin), (top, left)
 
 
@@ -159,7 +159,7 @@ class SFaceBackbone(Backbone):
         import cv2
 
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.device = check_device(device)
         self.batch_size = int(batch_size)
         self.weights_path = _weights_file(weights, SFACE_PACKAGE, SFACE_FILE, SFACE_SHA256,
@@ -208,7 +208,7 @@ class DlibResNetBackbone(Backbone):
         import dlib
 
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.device = check_device(device)
         self.batch_size = int(batch_size)
         self.weights_path = _weights_file(weights, DLIB_PACKAGE, DLIB_RESNET_FILE,

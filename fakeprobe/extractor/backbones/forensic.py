@@ -44,7 +44,7 @@ import numpy as np
 
 from fakeprobe.core.checksums import sha256_file
 from fakeprobe.core.geometry import CropSpec
-from fakeprobe.errors import FakeprobeError, MissingDependency, WeightsError
+from fakeprobe.errors import ConfigError, FakeprobeError, MissingDependency, WeightsError
 from fakeprobe.extractor.backbones import onnx_runtime
 from fakeprobe.extractor.backbones.imagenet import DEFAULT_BATCH_SIZE, TF_HINT, KerasBackbone
 from fakeprobe.extractor.base import BACKBONES, Backbone
@@ -220,8 +220,8 @@ def convert_weights(weights_path: Path | str, check_crops: np.ndarray | None = N
         model = build_keras(architecture, arrays, weights_path)
         crops = synthetic_crops(size) if check_crops is None else np.asarray(check_crops)
         if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
-            raise ValueError(f"check crops must be (n, {size}, {size}, 3) uint8, got "
-                             f"{crops.shape} {crops.dtype}")
+            raise ConfigError(f"check crops must be (n, {size}, {size}, 3) uint8, got "
+                              f"{crops.shape} {crops.dtype}")
         reference = np.concatenate([
             model(tf.cast(crops[i:i + DEFAULT_BATCH_SIZE], tf.float32), training=False).numpy()
             for i in range(0, len(crops), DEFAULT_BATCH_SIZE)]) if len(crops) else np.zeros(0)
@@ -264,18 +264,16 @@ class ForensicBackbone(Backbone):
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto",
                  batch_size: int = DEFAULT_BATCH_SIZE, runtime: str | None = None) -> None:
-        from fakeprobe.core.tf import DEVICES
+        from fakeprobe.core.tf import check_device
         from fakeprobe.weights import pinned_sha256, verified
 
         runtime = runtime or os.environ.get(RUNTIME_ENV) or "auto"
         if runtime not in RUNTIMES:
             raise FakeprobeError(f"unknown forensic runtime {runtime!r} ({RUNTIME_ENV}?); "
                                  f"choose one of: {', '.join(RUNTIMES)}")
-        if device not in DEVICES:
-            raise FakeprobeError(f"unknown device {device!r}; choose one of: "
-                                 f"{', '.join(DEVICES)}")
+        check_device(device)
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
         shipped = weights is None  # hashed once, by the check against its pin
         path = verified(WEIGHTS_FILE, "the shipped forensic encoder") if shipped \

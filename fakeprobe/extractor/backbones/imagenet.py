@@ -36,7 +36,7 @@ from fakeprobe.core.checksums import sha256_file, verify_sha256
 from fakeprobe.core.config import CONTEXT_MARGIN
 from fakeprobe.core.geometry import CropSpec
 from fakeprobe.core.tf import import_tensorflow, resolve_device
-from fakeprobe.errors import MissingDependency, WeightsError
+from fakeprobe.errors import ConfigError, MissingDependency, WeightsError
 from fakeprobe.extractor.base import BACKBONES, Backbone
 from fakeprobe.extractor.torch_reader import load_state_dict
 
@@ -65,7 +65,7 @@ class KerasBackbone(Backbone):
 
     def __init__(self, device: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
         self.device = resolve_device(device)
         self._tf = import_tensorflow()

@@ -46,6 +46,7 @@ import numpy as np
 
 from fakeprobe.core.geometry import CropSpec
 from fakeprobe.core.tf import check_device
+from fakeprobe.errors import ConfigError
 from fakeprobe.extractor.base import BACKBONES, Backbone
 
 __all__ = ["DEFAULT_BINS", "SPECTRUM_CROP", "SpectrumBackbone", "radial_profile_matrix"]
@@ -85,9 +86,9 @@ def radial_profile_matrix(size: int, bins: int = DEFAULT_BINS) -> np.ndarray:
     interpolation. The zero frequency never leaks into the other bins.
     """
     if size < 2:
-        raise ValueError(f"the spectrum needs crops of at least 2 px, got {size}")
+        raise ConfigError(f"the spectrum needs crops of at least 2 px, got {size}")
     if bins < 2:
-        raise ValueError(f"the spectrum needs at least 2 bins, got {bins}")
+        raise ConfigError(f"the spectrum needs at least 2 bins, got {bins}")
     radius, multiplicity = _ring_index(size)
     rings = int(radius.max()) + 1
     # pixel -> ring mean (every integer ring 0..R holds pixels for a square image)

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from fakeprobe.errors import FakeprobeError
+from fakeprobe.errors import ConfigError, FakeprobeError
 from fakeprobe.extractor.backbones.imagenet import EFFICIENTNET_LITE0, MOBILENET_V2, PortedSpec
 
 #: Networks that can be fine-tuned: the offline ImageNet ports.
@@ -63,7 +63,7 @@ class AugmentConfig:
         for step in self.STEPS:
             p = getattr(self, step)
             if not 0.0 <= p <= 1.0:
-                raise ValueError(f"augmentation probability {step}={p} is not in [0, 1]")
+                raise ConfigError(f"augmentation probability {step}={p} is not in [0, 1]")
         object.__setattr__(self, "blur_sigma", tuple(self.blur_sigma))
         object.__setattr__(self, "jpeg_quality", tuple(self.jpeg_quality))
         object.__setattr__(self, "cutout_size", tuple(self.cutout_size))
@@ -73,8 +73,8 @@ class AugmentConfig:
         """The named steps at their default probabilities, the others off."""
         unknown = [s for s in steps if s not in cls.STEPS]
         if unknown:
-            raise ValueError(f"unknown augmentation {', '.join(unknown)}; choose from "
-                             f"{', '.join(cls.STEPS)} (or none)")
+            raise ConfigError(f"unknown augmentation {', '.join(unknown)}; choose from "
+                              f"{', '.join(cls.STEPS)} (or none)")
         return cls(**{s: getattr(cls, s) if s in steps else 0.0 for s in cls.STEPS})
 
     @property
