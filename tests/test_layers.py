@@ -35,8 +35,6 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 #: Every module longer than this is split (CONVENTIONS.md: small steps that can be tested alone).
 MAX_LINES = 500
-#: Modules still over MAX_LINES while they are being split; no other module may grow past it.
-STILL_LONG = frozenset({"fakeprobe/features/cache.py"})
 
 
 def layer_of(package: str) -> int:
@@ -131,25 +129,13 @@ def test_the_heads_do_not_reach_the_extractor():
     assert not offenders, "\n".join(offenders)
 
 
-def long_modules() -> dict[str, int]:
-    """``{path: lines}`` of the modules longer than :data:`MAX_LINES`."""
-    out = {}
+def test_every_module_is_at_most_500_lines():
+    too_long = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         lines = len(path.read_text(encoding="utf-8").splitlines())
         if lines > MAX_LINES:
-            out[str(path.relative_to(ROOT))] = lines
-    return out
-
-
-@pytest.mark.xfail(reason=f"still over {MAX_LINES} lines while being split: "
-                          f"{', '.join(sorted(STILL_LONG))}", strict=False)
-def test_every_module_is_at_most_500_lines():
-    assert not long_modules()
-
-
-def test_no_module_but_those_being_split_is_over_500_lines():
-    new = {name: n for name, n in long_modules().items() if name not in STILL_LONG}
-    assert not new, f"modules over {MAX_LINES} lines: {new}"
+            too_long[str(path.relative_to(ROOT))] = lines
+    assert not too_long, f"modules over {MAX_LINES} lines: {too_long}"
 
 
 def diagram_layers(text: str) -> list[tuple[str, ...]]:
