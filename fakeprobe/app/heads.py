@@ -120,7 +120,7 @@ def fit(cache_path: Path | str, head: str = "logreg", out: Path | str | None = N
     check_outputs([(out, "model", "--out"), *run_outputs(save_run, report)],
                   [cache_path, protocol.eval_cache], force)
     features = tuple(x for f in features for x in f.split("+")) or default_features(cache_path)
-    data = load_frames(cache_path, features, selection)
+    data = load_frames(cache_path, features, selection, augmented=True)  # augmented rows train
     result = _evaluate_head(data, head, aggregation, protocol,
                             test=_load_test(protocol, features))
     # the final model takes the most frequent hyperparameters chosen in the folds (the
@@ -193,7 +193,7 @@ def compare(cache_path: Path | str, heads: Sequence[str] = DEFAULT_COMPARE_HEADS
     protocol = protocol or Protocol()
     check_outputs(run_outputs(save_run, report), [cache_path, protocol.eval_cache], force)
     combos = as_feature_sets(feature_sets) or [default_features(cache_path)]
-    datasets = {f: load_frames(cache_path, f, selection) for f in combos}
+    datasets = {f: load_frames(cache_path, f, selection, augmented=True) for f in combos}
     common = set.intersection(*(set(d.videos["id"]) for d in datasets.values()))
     excluded = {e["id"]: e for d in datasets.values() for e in d.excluded}
     for name, data in datasets.items():

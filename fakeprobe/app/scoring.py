@@ -123,7 +123,9 @@ class Predictor:
         bases = {configs[f]["derived_from"] for f in self.derived} - {"frames"}
         backbones = tuple(dict.fromkeys([f for f in self.model.features if f not in self.derived]
                                         + sorted(bases)))
-        config = replace(self.model.extractor_config, backbones=backbones, face_crops=face_crops)
+        # augmented rows only train: a video to score gets none
+        config = replace(self.model.extractor_config, backbones=backbones, face_crops=face_crops,
+                         augment="")
         if keep_crops:
             config = replace(config, keep_crops=max(keep_crops, config.keep_crops))
         self.config = config

@@ -79,6 +79,16 @@ class FrameData:
     features: tuple[str, ...]
     feature_configs: dict[str, dict]
     excluded: list[dict[str, str]] = field(default_factory=list)
+    #: Per row, the transform that made it (``extract --augment``), ``""`` for original rows;
+    #: ``None``: every row is original. Augmented rows train, and are never scored.
+    augment: np.ndarray | None = None
+
+    @property
+    def original(self) -> np.ndarray:
+        """Per row, whether it is an original row (the only rows ever scored)."""
+        if self.augment is None:
+            return np.ones(len(self.y), dtype=bool)
+        return self.augment == ""
 
     @property
     def n_videos(self) -> int:
@@ -105,12 +115,17 @@ class FrameData:
             track=self.track[rows], videos={k: v[keep] for k, v in self.videos.items()},
             features=self.features, feature_configs=self.feature_configs,
             excluded=list(self.excluded),
+            augment=None if self.augment is None else self.augment[rows],
         )
 
 
 def load_frames(cache_path: Path | str, features: Iterable[str],
-                selection: Selection | None = None) -> FrameData:
-    """Concatenate the named feature sets of every selected item's face rows."""
+                selection: Selection | None = None, augmented: bool = False) -> FrameData:
+    """Concatenate the named feature sets of every selected item's face rows.
+
+    Rows made by ``extract --augment`` are left out unless ``augmented`` (to train: the
+    cross-validation fits on them and scores only original rows); anything that scores
+    loads without them."""
     selection = selection or Selection()
     features = tuple(dict.fromkeys(features))
     if not features:
@@ -124,7 +139,8 @@ def load_frames(cache_path: Path | str, features: Iterable[str],
                 f"{', '.join(available) or 'none'} (add one with `fakeprobe extract "
                 f"--backbone NAME` on the same --out)")
         videos = cache.videos()
-        frames = cache.frames(("video", "frame_index", "timestamp", "track", "has_face"))
+        frames = cache.frames(("video", "frame_index", "timestamp", "track", "has_face",
+                               "augment"))
         done = {f: cache.feature_done(f) for f in features}
         keep_video = np.array([
             selection.keeps(d, m, lab, g) for d, m, lab, g in
@@ -145,6 +161,8 @@ def load_frames(cache_path: Path | str, features: Iterable[str],
                 excluded.append({"id": str(videos["id"][i]), "reason": reason})
                 keep_video[i] = False
         rows = keep_video[frames["video"]] & frames["has_face"]
+        if not augmented:
+            rows &= frames["augment"] == ""
         row_index = np.flatnonzero(rows)
         X = np.concatenate([cache.features(f, row_index) if len(row_index) else
                             np.zeros((0, available[f]["dim"]), np.float32)
@@ -168,4 +186,5 @@ def load_frames(cache_path: Path | str, features: Iterable[str],
         timestamp=frames["timestamp"][row_index], track=frames["track"][row_index],
         videos=sel_videos, features=features,
         feature_configs={f: available[f] for f in features}, excluded=excluded,
+        augment=frames["augment"][row_index] if augmented else None,
     )

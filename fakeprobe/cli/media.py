@@ -20,7 +20,7 @@ SETTINGS = {"frames": "frames", "fps": "fps", "max_frames": "max_frames",
             "keyframes_only": "keyframes_only",
             "min_face_score": "min_face_score", "all_faces": "all_faces",
             "keep_crops": "keep_crops", "max_pixels": "max_pixels", "face_crops": "face_crops",
-            "backbone": "backbones"}
+            "augment": "augment", "backbone": "backbones"}
 
 
 @app.command()
@@ -74,10 +74,15 @@ def extract(
         "as dfdc_faces): the largest detected face is aligned on its landmarks, and an image "
         "where none is found is taken as a tight face box, centred on the face template, "
         "never dropped. Videos are unaffected. Stored in the cache's config.")] = False,
+    augment: Annotated[str, typer.Option(
+        help="Extra training rows per face from transformed aligned crops, comma-separated "
+        "NAME[:PARAM][*COPIES]: flip, jpeg[:QUALITY], blur[:SIGMA], noise[:STD], scale[:FACTOR] "
+        "(e.g. flip,jpeg:60*2). Marked in the cache; used to train, never scored. Stored in "
+        "the cache's config.")] = "",
     workers: Annotated[int, typer.Option(min=1, help="Decoding/detection threads; with "
                                          "--engine dask, local worker processes.")] = 2,
     engine: Annotated[str, typer.Option(help="local (this process) or dask (a Dask cluster: "
-                                        'pip install "fakeprobe[dask]").')] = "local",
+                                        'pip install "fakeprobe\\[dask]").')] = "local",
     address: Annotated[Optional[str], typer.Option(
         help="With --engine dask: the scheduler (tcp://HOST:8786); its workers must see "
         "--out's folder at the same path (a shared filesystem). Default: a local cluster.")

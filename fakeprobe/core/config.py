@@ -8,6 +8,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+from fakeprobe.core.augment import canonical as canonical_augment
 from fakeprobe.errors import ConfigError
 
 #: Frames per video when no rate is given: the DFDC winners sampled 32 evenly spaced frames.
@@ -52,6 +53,7 @@ ROW_FIELDS = (
     "keep_crops",
     "max_pixels",
     "face_crops",
+    "augment",
 )
 
 
@@ -71,7 +73,9 @@ class ExtractorConfig:
     the image itself centred on the face template when none is found; videos are unaffected.
     ``keyframes_only``: each sampled frame of a video is replaced by the key frame nearest it
     (duplicates dropped), and only key frames are decoded: for long videos, whose reference
-    frames cost too much to decode. ``backbones`` may
+    frames cost too much to decode. ``augment``: extra rows per face made from transformed
+    aligned crops, for training only (the syntax is in :mod:`fakeprobe.core.augment`; stored
+    written one way, ``""`` for none). ``backbones`` may
     be empty: only the rows (faces, landmarks, tracks) are cached, e.g. for ``landmarks``.
     """
 
@@ -87,6 +91,7 @@ class ExtractorConfig:
     keep_crops: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
     face_crops: bool = False
+    augment: str = ""
     backbones: tuple[str, ...] = field(default=(DEFAULT_BACKBONE,))
 
     def __post_init__(self) -> None:
@@ -117,6 +122,10 @@ class ExtractorConfig:
                 isinstance(name, str) for name in self.backbones):
             raise ConfigError(f"backbones must be a list of names, not {self.backbones!r}")
         object.__setattr__(self, "backbones", tuple(self.backbones))
+        if not isinstance(self.augment, str):
+            raise ConfigError(f"augment must be a spec such as 'flip,jpeg:60', not "
+                              f"{self.augment!r}")
+        object.__setattr__(self, "augment", canonical_augment(self.augment))
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

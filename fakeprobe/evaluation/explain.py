@@ -172,10 +172,11 @@ def explain_video(model_path: Path | str | Model, cache_path: Path | str, video_
         rows = slice(int(videos["row_start"][i]),
                      int(videos["row_start"][i] + videos["row_count"][i]))
         frames = {k: v[rows] for k, v in cache.frames(
-            ("frame_index", "timestamp", "track", "has_face", "landmarks")).items()}
+            ("frame_index", "timestamp", "track", "has_face", "landmarks", "augment")).items()}
         X = np.concatenate([cache.features(name, rows) for name in model.features], axis=1)
         stored = stored_spec(cache)
-        usable = frames["has_face"] & np.isfinite(X).all(axis=1)
+        # augmented rows (extract --augment) only train: never scored nor explained
+        usable = frames["has_face"] & np.isfinite(X).all(axis=1) & (frames["augment"] == "")
         local = np.flatnonzero(usable)
         if not len(local):
             raise FakeprobeError(f"{video_id}: no face row with the features "

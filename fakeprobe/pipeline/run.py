@@ -24,6 +24,7 @@ from fakeprobe.core.schema import READ_STATUSES
 from fakeprobe.datasets import Discovery, MediaItem, discover, safe_text, with_self_blends
 from fakeprobe.errors import ConfigMismatch, FakeprobeError, MediaError
 from fakeprobe.extractor.align import can_recrop
+from fakeprobe.extractor.augment import augment_crops, expand_rows
 from fakeprobe.extractor.base import Backbone, Detector
 from fakeprobe.extractor.components import BACKBONES
 from fakeprobe.extractor.frames import Frame, read_media
@@ -121,9 +122,16 @@ class Extractor:
                 frames = self._blend(frames, rows, origin, member.blend_of)
                 seconds["blend"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            crops = align_rows(frames, rows, origin, self._crop_specs(backbones, cached is None))
+            member_rows, member_origin = rows, origin
+            if cfg.augment and cached is None:  # augmented copies follow the original rows
+                member_rows, source = expand_rows(rows, cfg.augment)
+                member_origin = [origin[k] for k in source]
+            crops = align_rows(frames, member_rows, member_origin,
+                               self._crop_specs(backbones, cached is None))
+            if cfg.augment:
+                crops = augment_crops(crops, member_rows, cfg.augment, member.id)
             seconds["align"] += time.perf_counter() - t0
-            out.append(Prepared(member, kind, member_record, rows, crops, backbones,
+            out.append(Prepared(member, kind, member_record, member_rows, crops, backbones,
                                 dict(seconds)))
             seconds = defaultdict(float)
         return out
@@ -137,7 +145,8 @@ class Extractor:
             raise FakeprobeError("a self-blend item needs the extractor's self_blend settings")
         images = [frame.image for frame in frames]
         params = {}
-        for row in np.flatnonzero(rows.has_face):
+        original = rows.columns()["augment"] == ""  # each frame is blended once
+        for row in np.flatnonzero(rows.has_face & original):
             track = int(rows.track[row])
             if track not in params:
                 params[track] = item_params(self.self_blend.config, self.self_blend.seed,

@@ -33,6 +33,9 @@ INNER_MAX_FRAMES = 20_000
 #: split, or inner folds that scored one class): the midpoint of a probability. Every use is
 #: recorded with its reason (:attr:`FoldResult.threshold_note`, :attr:`EvalReport.notes`).
 FALLBACK_THRESHOLD = 0.5
+#: Augmented copies of a track train a temporal head as tracks of their own: track numbers
+#: are offset by this much per augmentation (far above any real track count).
+AUGMENT_TRACK_STRIDE = 1 << 20
 
 
 @dataclass
@@ -143,9 +146,22 @@ def _rows_proba(model: Pipeline, data: FrameData, rows: np.ndarray) -> np.ndarra
 
 
 def _fit_rows(head: Pipeline, data: FrameData, rows: np.ndarray) -> Pipeline:
-    """``head`` fitted on the selected rows of ``data`` (with every per-row fit parameter)."""
+    """``head`` fitted on the selected rows of ``data`` (with every per-row fit parameter).
+    Each augmented copy of a track is a track of its own, so a temporal head sees it as one
+    more sequence, never mixed with the original frames."""
     return fit_head(head, data.X[rows], data.y[rows], data.video[rows], data.groups[rows],
-                    data.track[rows], data.frame_index[rows])
+                    _sequence_tracks(data)[rows], data.frame_index[rows])
+
+
+def _sequence_tracks(data: FrameData) -> np.ndarray:
+    """Per row, its track, offset by :data:`AUGMENT_TRACK_STRIDE` times the rank of its
+    augmentation (0 for original rows)."""
+    if data.augment is None:
+        return data.track
+    names, rank = np.unique(data.augment.astype(str), return_inverse=True)
+    if names[0] != "":
+        rank = rank + 1
+    return data.track.astype(np.int64) + AUGMENT_TRACK_STRIDE * rank
 
 
 def grouped_folds(data: FrameData, n_splits: int = 5, random_state: int = 0
@@ -173,8 +189,10 @@ def grouped_folds(data: FrameData, n_splits: int = 5, random_state: int = 0
     return [(tr, te) for tr, te in splitter.split(np.zeros(len(labels)), labels, groups)]
 
 
-def _rows(data: FrameData, videos: np.ndarray) -> np.ndarray:
-    return np.isin(data.video, videos)
+def _rows(data: FrameData, videos: np.ndarray, training: bool = False) -> np.ndarray:
+    """The rows of ``videos``: to train, with their augmented rows; to score, original only."""
+    rows = np.isin(data.video, videos)
+    return rows if training else rows & data.original
 
 
 def _video_scores(data: FrameData, rows: np.ndarray, scores: np.ndarray,
@@ -204,7 +222,8 @@ def _inner_threshold(head: Pipeline, data: FrameData, train_videos: np.ndarray,
     splitter = StratifiedGroupKFold(INNER_FOLDS, shuffle=True, random_state=random_state)
     oof = np.full(data.n_videos, np.nan)
     for tr, te in splitter.split(np.zeros(len(labels)), labels, groups):
-        tr_rows, te_rows = _rows(data, train_videos[tr]), _rows(data, train_videos[te])
+        tr_rows = _rows(data, train_videos[tr], training=True)
+        te_rows = _rows(data, train_videos[te])
         if len(np.unique(data.y[tr_rows])) < 2 or not te_rows.any():
             continue
         model = _fit_rows(clone(head), data, tr_rows)
@@ -225,12 +244,13 @@ def _fit_fold(name: str, head_params: dict, data: FrameData, train_videos: np.nd
     threshold and why it fell back (or ``""``), the chosen parameters, the search's candidates
     tried, fit seconds and peak RSS."""
     head = new_head(name, random_state=random_state, **head_params)
-    rows = _rows(data, train_videos)
+    rows = _rows(data, train_videos, training=True)
     if len(np.unique(data.y[rows])) < 2:
         raise FakeprobeError("a training part holds a single class; use fewer folds")
     with measure() as usage:
-        params, trials = (search_params(head, name, data, rows, search, n_iter, random_state)
-                          if search else ({}, 0))
+        # the search scores inner folds, so it sees original rows only
+        params, trials = (search_params(head, name, data, _rows(data, train_videos), search,
+                                        n_iter, random_state) if search else ({}, 0))
         head.set_params(**params)
         threshold, note = _inner_threshold(head, data, train_videos, aggregation, random_state)
         model = _fit_rows(head, data, rows)
@@ -285,7 +305,7 @@ def _evaluate(data: FrameData, name: str, folds: list[tuple[np.ndarray, np.ndarr
          "group": str(target.videos["group"][i]), "dataset": str(target.videos["dataset"][i]),
          "method": str(target.videos["method"][i]), "score": float(video_scores[i]),
          "threshold": float(video_thresholds[i]), "fold": int(video_fold[i]),
-         "frames": int((target.video == i).sum())}
+         "frames": int(((target.video == i) & target.original).sum())}
         for i in scored
     ]
     frame_table = {

@@ -26,7 +26,7 @@ from fakeprobe.core.schema import LABEL_NAMES, READ_STATUSES
 from fakeprobe.errors import CacheCorrupt, CacheError
 from fakeprobe.features.cache.journal import (RolledBack, journal_path, read_journal,
                                               shared_lock)
-from fakeprobe.features.cache.schema import _check_schema, _validate
+from fakeprobe.features.cache.schema import AUGMENT_COLUMN, _check_schema, _validate
 from fakeprobe.features.cache.staging import staged_files
 from fakeprobe.fileio import HDF5_SIGNATURE
 
@@ -183,8 +183,17 @@ class CacheReader:
 
     @_reads
     def frames(self, columns: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-        names = columns or tuple(self._h5["frames"].keys())
-        return {name: self._h5[f"frames/{name}"][:] for name in names}
+        names = columns or tuple(dict.fromkeys((*self._h5["frames"].keys(), AUGMENT_COLUMN)))
+        out = {}
+        for name in names:
+            if name == AUGMENT_COLUMN and name not in self._h5["frames"]:
+                # a cache older than version 3 holds only original rows
+                out[name] = np.full(self._h5["frames/video"].shape[0], "", dtype=object)
+            elif name == AUGMENT_COLUMN:
+                out[name] = self._h5[f"frames/{name}"].asstr()[:].astype(object)
+            else:
+                out[name] = self._h5[f"frames/{name}"][:]
+        return out
 
     @_reads
     def features(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:

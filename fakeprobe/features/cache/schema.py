@@ -4,6 +4,11 @@ Schema version 2 is version 1's layout plus ``/commits``, written in place under
 (see :mod:`~fakeprobe.features.cache.journal`): a fakeprobe that knows only version 1 would not
 roll back an interrupted commit, so it must refuse the file, hence the new number. Version 1
 files are read as they are and become version 2 on their first commit.
+
+Version 3 adds ``/frames/augment``, the name of the transform that made each augmented row
+(``extract --augment``), ``""`` on original rows: a fakeprobe that knows only version 2 would
+score augmented rows as real frames, so it must refuse the file. Versions 1 and 2 hold only
+original rows and are read as such; their next commit adds the column (all ``""``).
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from fakeprobe.core.config import ExtractorConfig
 from fakeprobe.core.schema import LABEL_NAMES, READ_STATUSES
 from fakeprobe.errors import CacheCorrupt, ConfigMismatch, SchemaMismatch
 
-SCHEMA_VERSION = 2
-#: Versions this fakeprobe reads (a version 1 file is upgraded in place by its next commit).
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+#: Versions this fakeprobe reads (an older file is upgraded in place by its next commit).
+READABLE_VERSIONS = (1, 2, 3)
+#: The frame column added by version 3; older files read as all ``""`` (original rows).
+AUGMENT_COLUMN = "augment"
 #: Failures are tried again on every run: a file may have appeared, been repaired or replaced
 #: (a decode error is not a property of a path). A read item is never re-extracted.
 
@@ -44,7 +51,7 @@ _VIDEO_COLUMNS: dict[str, Any] = {
 _FRAME_COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {
     "video": (np.int32, ()), "frame_index": (np.int64, ()), "timestamp": (np.float64, ()),
     "box": (np.float32, (4,)), "landmarks": (np.float32, (5, 2)), "score": (np.float32, ()),
-    "track": (np.int32, ()), "has_face": (np.bool_, ()),
+    "track": (np.int32, ()), "has_face": (np.bool_, ()), AUGMENT_COLUMN: (_STR, ()),
 }
 #: ``/commits``, one row per commit (version 2): when it finished, the items and rows it
 #: added, and the fakeprobe that wrote it.
@@ -54,7 +61,8 @@ _COMMIT_COLUMNS: dict[str, Any] = {"finished": _STR, "items": np.int64, "rows": 
 
 def compatible_versions(version: int) -> tuple[int, ...]:
     """The cache schema versions whose rows and features mean what they mean in ``version``
-    (versions 1 and 2 differ only in how commits are written)."""
+    (versions 1 and 2 differ only in how commits are written; version 3 only marks augmented
+    rows, which older versions never hold)."""
     return READABLE_VERSIONS if version in READABLE_VERSIONS else (version,)
 
 
@@ -88,6 +96,8 @@ class FrameRows:
     score: np.ndarray
     track: np.ndarray
     has_face: np.ndarray
+    #: Per row, the transform that made it (``extract --augment``); ``None``: all original.
+    augment: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frame_index)
@@ -98,8 +108,11 @@ class FrameRows:
                       for name, (dtype, shape) in _FRAME_COLUMNS.items() if name != "video"})
 
     def columns(self) -> dict[str, np.ndarray]:
-        return {name: np.asarray(getattr(self, name), dtype=_FRAME_COLUMNS[name][0])
-                for name in _FRAME_COLUMNS if name != "video"}
+        values = {name: getattr(self, name) for name in _FRAME_COLUMNS if name != "video"}
+        if values[AUGMENT_COLUMN] is None:
+            values[AUGMENT_COLUMN] = [""] * len(self)
+        return {name: np.asarray(value, dtype=_FRAME_COLUMNS[name][0])
+                for name, value in values.items()}
 
 
 @dataclass
@@ -146,10 +159,17 @@ def _create_commits(h5: h5py.File) -> None:
 
 
 def _upgrade(h5: h5py.File) -> None:
-    """Make a version 1 file version 2 (inside a commit, so atomically with it)."""
-    if int(h5.attrs["schema_version"]) == 1:
+    """Make an older file the current version (inside a commit, so atomically with it)."""
+    version = int(h5.attrs["schema_version"])
+    if version == 1:
         _create_commits(h5)
-        h5.attrs["schema_version"] = SCHEMA_VERSION
+    if version < 3 and AUGMENT_COLUMN not in h5["frames"]:
+        n_rows = h5["frames/video"].shape[0]
+        column = h5["frames"].create_dataset(AUGMENT_COLUMN, shape=(n_rows,), maxshape=(None,),
+                                             dtype=_STR, chunks=(1024,))
+        if n_rows:
+            column[:] = np.array([""] * n_rows, dtype=object)
+    h5.attrs["schema_version"] = SCHEMA_VERSION
 
 
 def _log_commit(h5: h5py.File, items: int, rows: int) -> None:
@@ -206,9 +226,12 @@ def _validate(h5: h5py.File, path: Path) -> None:
             if not isinstance(h5.get(group), h5py.Group):
                 raise broken(f"the /{group} group is missing")
         lengths = {}
+        old = int(h5.attrs["schema_version"]) < 3  # no augment column
         for group, columns in (("videos", {k: (v, ()) for k, v in _VIDEO_COLUMNS.items()}),
                                ("frames", _FRAME_COLUMNS)):
             for name, (dtype, shape) in columns.items():
+                if old and group == "frames" and name == AUGMENT_COLUMN:
+                    continue
                 dataset = h5[group].get(name)
                 if not isinstance(dataset, h5py.Dataset):
                     raise broken(f"/{group}/{name} is missing")

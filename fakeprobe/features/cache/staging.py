@@ -45,7 +45,8 @@ def stage(cache_path: Path, item: StagedItem, settings: dict[str, Any] | None = 
                                      else session.settings if session else None})),
     }
     if item.rows is not None:
-        arrays.update({f"rows__{k}": v for k, v in item.rows.columns().items()})
+        arrays.update({f"rows__{k}": v.astype(str) if v.dtype == object else v
+                       for k, v in item.rows.columns().items()})  # strings without pickle
     for name, values in item.features.items():
         arrays[f"feat__{name}"] = np.asarray(values, dtype=np.float32)
     if item.crops is not None:
@@ -84,7 +85,8 @@ def _load_staged(path: Path) -> tuple[StagedItem, dict[str, Any] | None]:
             if "rows__frame_index" in data.files:
                 rows = FrameRows(**{name: np.asarray(data[f"rows__{name}"], dtype=dtype)
                                     for name, (dtype, _) in _FRAME_COLUMNS.items()
-                                    if name != "video"})
+                                    if name != "video" and (name != "augment" or
+                                                            "rows__augment" in data.files)})
             features = {str(name): np.asarray(data[f"feat__{name}"], dtype=np.float32)
                         for name in meta["features"]}
             crops = data["crops"] if "crops" in data.files else None
@@ -93,7 +95,7 @@ def _load_staged(path: Path) -> tuple[StagedItem, dict[str, Any] | None]:
         if kind not in ("video", "features") or record.label not in LABEL_CODES:
             raise ValueError(f"kind {kind!r}, label {record.label!r}")
         if rows is not None:
-            shapes = {name: getattr(rows, name).shape for name in _FRAME_COLUMNS
+            shapes = {name: np.shape(rows.columns()[name]) for name in _FRAME_COLUMNS
                       if name != "video"}
             if any(shape[:1] != (len(rows),) or shape[1:] != _FRAME_COLUMNS[name][1]
                    for name, shape in shapes.items()):
