@@ -116,3 +116,80 @@ def test_fit_gru_is_a_command():
 
     result = CliRunner().invoke(app, ["fit-gru", "--help"])
     assert result.exit_code == 0 and "--search" in result.output
+
+
+def test_gru_frame_scores_are_the_scores_of_each_prefix():
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from fakeprobe.classifiers.sequence import frame_scores
+
+    rng = np.random.default_rng(0)
+    n_seq, length = 8, 6
+    sequence = np.repeat(np.arange(n_seq), length)
+    position = np.tile(np.arange(length), n_seq)
+    X = rng.normal(size=(len(sequence), 3)).astype(np.float32)
+    y = (sequence % 2).astype(int)
+    X[y == 1] += 0.5
+    shuffle = rng.permutation(len(sequence))  # rows in any order
+    sequence, position, X, y = sequence[shuffle], position[shuffle], X[shuffle], y[shuffle]
+    gru = SequenceGRU(units=4, max_epochs=4, validation_fraction=0.0).fit(
+        X, y, sequence=sequence, position=position)
+    per_frame = gru.frame_proba(X, sequence=sequence, position=position)[:, 1]
+    whole = gru.predict_proba(X, sequence=sequence, position=position)[:, 1]
+    for s in range(n_seq):
+        rows = np.flatnonzero(sequence == s)
+        last = rows[np.argmax(position[rows])]
+        # the last frame's score is the whole sequence's
+        assert per_frame[last] == pytest.approx(whole[last], abs=1e-5)
+        assert np.ptp(per_frame[rows]) > 1e-4  # the score moves along the sequence
+        for k in rows:  # each frame's score is its prefix's, later frames unseen
+            prefix = rows[position[rows] <= position[k]]
+            alone = gru.predict_proba(X[prefix], sequence=sequence[prefix],
+                                      position=position[prefix])[:, 1]
+            assert per_frame[k] == pytest.approx(alone[0], abs=1e-5)
+    # through a fitted pipeline: the scaled features, P(fake); none for a per-frame head
+    pipeline = Pipeline([("scale", StandardScaler()), ("clf", gru)])
+    pipeline.named_steps["scale"].fit(X)
+    got = frame_scores(pipeline, X, np.zeros(len(X), int), sequence, position)
+    expected = gru.frame_proba(pipeline.named_steps["scale"].transform(X), sequence=sequence,
+                               position=position)[:, 1]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    logreg = new_head("logreg").fit(X, y)
+    assert frame_scores(logreg, X, np.zeros(len(X), int), sequence, position) is None
+
+
+def test_explain_and_predict_timelines_of_a_gru_model_are_per_frame(tmp_path, stub_config):
+    from conftest import write_video
+    from fakeprobe.classifiers.sequence import frame_scores
+    from fakeprobe.evaluation.explain import explain_video
+    from fakeprobe.pipeline.run import extract
+
+    root = tmp_path / "data"
+    for label, seed in (("real", 0), ("fake", 100)):
+        (root / label).mkdir(parents=True)
+        for k in range(4):
+            write_video(root / label / f"v{k}.mp4", seed=seed + k, blobs=1)
+    cache = tmp_path / "c.h5"
+    extract([root], cache, stub_config)
+    model_path = tmp_path / "gru.skops"
+    protocol = api.Protocol(folds=2)
+    api.fit(cache, "gru", model_path, protocol=protocol)
+    model = load_model(model_path)
+    evaluated, _ = api.evaluate(model_path, cache)
+    video_score = {v["id"]: v["score"] for v in evaluated.video_scores}
+    data = load_frames(cache, model.features)
+    expected = frame_scores(model.pipeline, data.X, data.video, data.track, data.frame_index)
+    vid = str(data.videos["id"][0])
+    rows = np.flatnonzero(data.video == 0)
+    rows = rows[np.argsort(data.frame_index[rows])]
+    explained = explain_video(model_path, cache, vid, top_k=1)
+    np.testing.assert_allclose(explained.timeline["score"], expected[rows], atol=1e-6)
+    assert np.ptp(explained.timeline["score"]) > 0
+    # one face track: the last frame's prefix score is the video's score
+    assert explained.timeline["score"][-1] == pytest.approx(video_score[vid], abs=1e-5)
+    assert explained.score == pytest.approx(video_score[vid], abs=1e-6)
+    predicted = api.predict(model_path, [Path(data.videos["path"][0])])
+    timeline = predicted.predictions[0].timeline
+    assert [p["score"] for p in timeline] == pytest.approx(list(expected[rows]), abs=1e-5)
+    assert timeline[-1]["score"] == pytest.approx(predicted.predictions[0].score, abs=1e-5)

@@ -146,6 +146,7 @@ class Predictor:
     def _predict(self, inputs: list[Path], cache_path: Path | None, reporter) -> PredictResult:
         from fakeprobe.classifiers.data import Selection, load_frames
         from fakeprobe.classifiers.heads import predict_params
+        from fakeprobe.classifiers.sequence import frame_scores
         from fakeprobe.classifiers.model import check_versions
         from fakeprobe.training.cv import fake_proba
         from fakeprobe.core.resources import measure
@@ -169,6 +170,11 @@ class Predictor:
             scores = (fake_proba(model.pipeline, data.X, **predict_params(
                 model.pipeline, data.video, data.track, data.frame_index))
                 if len(data.X) else np.zeros(0))
+            # the timeline's per-frame scores: a temporal head's prefix scores (see
+            # fakeprobe.classifiers.sequence.frame_scores), else the row scores
+            per_frame = (frame_scores(model.pipeline, data.X, data.video, data.track,
+                                      data.frame_index) if len(data.X) else None)
+            frame_level = scores if per_frame is None else per_frame
         videos = model.aggregation.video_scores(scores, data.video, data.frame_index, data.track,
                                                 data.n_videos)
         position = {vid: i for i, vid in enumerate(data.videos["id"])}
@@ -186,7 +192,8 @@ class Predictor:
             rows = np.flatnonzero(data.video == i)
             rows = rows[np.lexsort((data.frame_index[rows], data.track[rows]))]
             timeline = [{"frame": int(data.frame_index[r]), "time": float(data.timestamp[r]),
-                         "track": int(data.track[r]), "score": float(scores[r])} for r in rows]
+                         "track": int(data.track[r]), "score": float(frame_level[r])}
+                        for r in rows]
             score = float(videos[i])
             predictions.append(Prediction(
                 str(vid), str(everything["path"][k]), "ok", score,

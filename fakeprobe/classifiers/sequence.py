@@ -6,6 +6,13 @@ position in that sequence (the frame index). Rows are gathered into padded, mask
 every row of a sequence gets the sequence's probability, so frame-to-video aggregation and the
 metrics work unchanged. Without sequence ids every row is a sequence of one frame.
 
+Per-frame scores (``explain``'s and ``predict``'s timelines): :meth:`SequenceGRU.frame_proba`
+gives each row the probability of its sequence's *prefix* ending at that row: the same
+network read after every step (the GRU's per-step state through the same output layer,
+padding masked), so a row's score depends on its frame and the frames before it only, and the
+last row's score is the whole sequence's. :func:`frame_scores` gives a fitted pipeline's
+per-row P(fake) that way when its head has ``frame_proba``.
+
 The fitted network is kept as plain data (``weights_``: a list of numpy arrays; the
 architecture is given by the constructor's numbers) and rebuilt on each call to
 ``predict_proba``, so a model file never holds a Keras object. TensorFlow is imported inside
@@ -81,7 +88,8 @@ class SequenceGRU(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.random_state = random_state
 
-    def _network(self, n_features: int):
+    def _network(self, n_features: int, per_step: bool = False):
+        """The network; ``per_step``: the output after every step (same weights)."""
         from fakeprobe.core.tf import import_tensorflow
 
         import_tensorflow()
@@ -89,7 +97,8 @@ class SequenceGRU(ClassifierMixin, BaseEstimator):
 
         values = keras.Input((None, n_features), name="frames")
         mask = keras.Input((None,), dtype="bool", name="mask")
-        hidden = keras.layers.GRU(self.units, dropout=self.dropout)(values, mask=mask)
+        hidden = keras.layers.GRU(self.units, dropout=self.dropout,
+                                  return_sequences=per_step)(values, mask=mask)
         output = keras.layers.Dense(1, activation="sigmoid")(hidden)
         return keras.Model([values, mask], output)
 
@@ -158,6 +167,24 @@ class SequenceGRU(ClassifierMixin, BaseEstimator):
         fake = fake[owner].astype(float)
         return np.column_stack([1.0 - fake, fake])
 
+    def frame_proba(self, X, sequence=None, position=None):
+        """Per row, the probabilities of its sequence's prefix ending at that row (columns
+        follow ``classes_``): the row's score given its frame and the earlier ones. The last
+        row of a sequence gets :meth:`predict_proba`'s value."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float32)
+        packed, mask, owner = pack_sequences(X, sequence, position)
+        slot = _row_slots(owner, position)
+        network = self._network(X.shape[1], per_step=True)
+        network.set_weights(self.weights_)
+        steps = np.zeros(packed.shape[:2])
+        for start in range(0, len(packed), 256):
+            part = slice(start, start + 256)
+            steps[part] = np.asarray(network([packed[part], mask[part]], training=False)
+                                     ).reshape(len(packed[part]), -1)
+        fake = steps[owner, slot].astype(float)
+        return np.column_stack([1.0 - fake, fake])
+
     def predict(self, X, sequence=None, position=None):
         proba = self.predict_proba(X, sequence=sequence, position=position)
         return self.classes_[(proba[:, 1] >= 0.5).astype(int)]
@@ -169,10 +196,35 @@ class SequenceGRU(ClassifierMixin, BaseEstimator):
         return tags
 
 
+def _row_slots(owner: np.ndarray, position: np.ndarray | None) -> np.ndarray:
+    """Per row, its step in its packed sequence (as :func:`pack_sequences` places it)."""
+    n = len(owner)
+    position = np.arange(n) if position is None else np.asarray(position)
+    order = np.lexsort((np.arange(n), position, owner))
+    counts = np.bincount(owner) if n else np.zeros(0, int)
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+    slot = np.empty(n, int)
+    slot[order] = np.arange(n) - start[owner[order]]
+    return slot
+
+
+def frame_scores(pipeline, X: np.ndarray, video: np.ndarray, track: np.ndarray,
+                 frame_index: np.ndarray) -> np.ndarray | None:
+    """Per row P(fake) of the prefix of its face track ending at that row, for a fitted
+    pipeline whose head has ``frame_proba`` (the GRU); ``None`` for any other head, whose
+    row scores are per frame already."""
+    head = pipeline.steps[-1][1]
+    if not hasattr(head, "frame_proba"):
+        return None
+    X = pipeline[:-1].transform(X) if len(pipeline.steps) > 1 else X
+    proba = head.frame_proba(X, sequence=sequence_ids(video, track), position=frame_index)
+    return proba[:, list(head.classes_).index(1)]
+
+
 def sequence_ids(video: np.ndarray, track: np.ndarray) -> np.ndarray:
     """One id per (video, face track) pair."""
     pairs = np.stack([np.asarray(video, np.int64), np.asarray(track, np.int64)], axis=1)
     return np.unique(pairs, axis=0, return_inverse=True)[1].ravel()
 
 
-__all__ = ["SequenceGRU", "pack_sequences", "sequence_ids"]
+__all__ = ["SequenceGRU", "frame_scores", "pack_sequences", "sequence_ids"]

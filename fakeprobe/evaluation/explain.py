@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 
 from fakeprobe.classifiers.aggregate import smooth
+from fakeprobe.classifiers.heads import predict_params
 from fakeprobe.classifiers.model import Model, check_versions, load_model
+from fakeprobe.classifiers.sequence import frame_scores
 from fakeprobe.core.geometry import CropSpec
 from fakeprobe.errors import ConfigError, FakeprobeError
 from fakeprobe.evaluation.explain_figure import (HEAT_UNITS, MIN_HEAT_SCALE, OVERLAY_BLUR_FRACTION,
@@ -182,7 +184,14 @@ def explain_video(model_path: Path | str | Model, cache_path: Path | str, video_
             raise FakeprobeError(f"{video_id}: no face row with the features "
                                  f"{'+'.join(model.features)}, nothing to explain")
         local = local[np.lexsort((frames["track"][local], frames["frame_index"][local]))]
-        scores = fake_proba(model.pipeline, X[local])
+        # the video score as evaluate gives it (a temporal head sees each track whole); the
+        # timeline and top frames by per-frame score (a temporal head's prefix scores)
+        rows_at = (np.zeros(len(local), int), frames["track"][local],
+                   frames["frame_index"][local])
+        row_scores = fake_proba(model.pipeline, X[local],
+                                **predict_params(model.pipeline, *rows_at))
+        per_frame = frame_scores(model.pipeline, X[local], *rows_at)
+        scores = row_scores if per_frame is None else per_frame
         order = np.argsort(-scores, kind="stable")[:top_k]
         chosen = local[order]
         from_cache = stored is not None and scorer.covers(stored)
@@ -199,7 +208,7 @@ def explain_video(model_path: Path | str | Model, cache_path: Path | str, video_
         members = track == t
         smoothed[members] = smooth(scores[members], aggregation.smoothing,
                                    aggregation.window, aggregation.alpha)
-    score = float(aggregation.video_scores(scores, np.zeros(len(local), int),
+    score = float(aggregation.video_scores(row_scores, np.zeros(len(local), int),
                                            frames["frame_index"][local], track, 1)[0])
     patch, stride = default_patch(spec.size, patch, stride)
     score_fn = scorer.for_spec(spec)
