@@ -238,3 +238,25 @@ def test_xgb_on_a_cluster_reads_chunks_and_scores_as_in_memory(tmp_path):
     assert 0.65 < memory.video["roc_auc"] < 0.9  # a signal, but no trivial 1.0
     assert got["video_auc"] == pytest.approx(memory.video["roc_auc"], abs=0.03)
     assert got["frame_auc"] == pytest.approx(memory.frame["roc_auc"], abs=0.03)
+
+
+def test_logreg_out_of_core_scores_close_to_lbfgs(tmp_path):
+    """fit-logreg --engine dask: SGD's log loss over 100-row chunks, on the in-memory fit's
+    folds and with its regularisation, lands near the lbfgs head's AUC (another optimiser:
+    close, not equal)."""
+    require_dask()
+    from test_heads import make_cache
+
+    from fakeprobe.app.cluster import fit_on_cluster
+
+    cache = make_cache(tmp_path / "syn.h5", n_groups=40, shift=0.6, seed=1)
+    memory = fakeprobe.fit(cache, "logreg", features=["feat"]).report
+    got = fit_on_cluster(cache, "logreg", features=["feat"], workers=1, chunk_rows=100)
+    assert got.head == "logreg" and got.n_rows == 960
+    assert [(f["train_items"], f["test_items"]) for f in got.folds] == [
+        (f.train_videos, f.test_videos) for f in memory.folds]
+    assert 0.65 < memory.video["roc_auc"] < 0.9
+    assert got.video_auc == pytest.approx(memory.video["roc_auc"], abs=0.03)
+    assert got.frame_auc == pytest.approx(memory.frame["roc_auc"], abs=0.03)
+    with pytest.raises(fakeprobe.errors.InvalidOption, match="xgb and logreg only"):
+        fit_on_cluster(cache, "svm", features=["feat"])

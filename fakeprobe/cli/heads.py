@@ -58,8 +58,9 @@ def _fit_command(head: str):
         score_self_blend: ScoreBlendOpt = False, save_run: SaveRunOpt = None,
         report: ReportOpt = None, force: ForceOpt = False, as_json: JsonOpt = False,
         engine: Annotated[str, typer.Option(
-            help="local, or dask (xgb only): grouped cross-validation through xgboost.dask "
-            "on features read in chunks, for a cache larger than memory (no model file).")
+            help="local, or dask (xgb and logreg): grouped cross-validation on features read "
+            "in chunks, for a cache larger than memory (xgboost.dask; logreg by SGD "
+            "partial_fit); no model file.")
             ] = "local",
         address: Annotated[Optional[str], typer.Option(
             help="With --engine dask: the scheduler (default: a local cluster); its workers "

@@ -21,11 +21,14 @@ from fakeprobe.errors import FakeprobeError
 INSTALL_HINT = 'pip install "fakeprobe[dask]"'
 
 
-def require_dask() -> None:
-    """Raise :class:`FakeprobeError` with the install command when Dask is missing."""
+def require_dask(*modules: str) -> None:
+    """Raise :class:`FakeprobeError` with the install command when Dask (or one of
+    ``modules``, e.g. ``dask.dataframe``, which ``xgboost.dask`` needs) is missing."""
+    import importlib
+
     try:
-        import dask  # noqa: F401
-        import distributed  # noqa: F401
+        for name in ("dask", "distributed", *modules):
+            importlib.import_module(name)
     except ImportError as exc:
         raise FakeprobeError(f"--engine dask needs Dask ({exc.name} is not installed): "
                              f"{INSTALL_HINT}") from None

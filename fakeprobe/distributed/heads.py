@@ -1,5 +1,6 @@
-"""``fit-xgb --engine dask``: the XGBoost head through ``xgboost.dask`` on a cache's features
-read in chunks, so no process ever holds the whole feature matrix.
+"""``fit-xgb --engine dask`` and ``fit-logreg --engine dask``: heads on a cache's features read
+in chunks, so no process ever holds the whole feature matrix (XGBoost through ``xgboost.dask``;
+a logistic head by ``SGDClassifier.partial_fit`` over the chunks).
 
 Only the row index (one integer, label and item per face row) is read into the driver; the
 features stay in the HDF5 file and reach the workers as ``dask.array`` chunks of
@@ -21,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fakeprobe.classifiers.aggregate import Aggregation
-from fakeprobe.classifiers.heads import balanced_weights
+from fakeprobe.classifiers.heads import LOGREG_C, balanced_weights
 from fakeprobe.classifiers.data import Selection, label_codes
 from fakeprobe.core.schema import READ_STATUSES
 from fakeprobe.distributed.cluster import connect
@@ -128,9 +129,10 @@ XGB_ROUNDS = 200
 
 @dataclass(frozen=True)
 class ClusterFitReport:
-    """Grouped cross-validation of the XGBoost head on a cluster: per fold and pooled AUCs
-    (item scores by the default aggregation), and the sizes and costs of the run."""
+    """Grouped cross-validation of a head on a cluster: per fold and pooled AUCs (item
+    scores by the default aggregation), and the sizes and costs of the run."""
 
+    head: str
     features: tuple[str, ...]
     n_rows: int
     n_items: int
@@ -150,14 +152,81 @@ class ClusterFitReport:
 
 
 def cross_validate_xgb(cache_path: Path | str, features: Sequence[str], *,
-                       selection: Selection | None = None, n_splits: int = 5,
-                       random_state: int = 0, params: dict[str, Any] | None = None,
-                       rounds: int = XGB_ROUNDS, chunk_rows: int = CHUNK_ROWS,
-                       address: str | None = None, workers: int = 2,
-                       memory_limit: str | int | None = None) -> ClusterFitReport:
-    """Grouped ``n_splits``-fold cross-validation of XGBoost through ``xgboost.dask`` on
-    ``features`` of ``cache_path``, read ``chunk_rows`` rows at a time on the cluster."""
+                       params: dict[str, Any] | None = None, rounds: int = XGB_ROUNDS,
+                       **options: Any) -> ClusterFitReport:
+    """Grouped cross-validation of XGBoost through ``xgboost.dask`` on ``features`` of
+    ``cache_path``, read ``chunk_rows`` rows at a time on the cluster (``options``: those of
+    :func:`cross_validate`)."""
     import xgboost.dask as dxgb
+
+    def fit_predict(client, X, y, w, train, test, random_state):
+        booster_params = {**XGB_PARAMS, "seed": random_state, **(params or {})}
+        train_set = dxgb.DaskDMatrix(client, X[train], y[train], weight=w[train])
+        booster = dxgb.train(client, booster_params, train_set,
+                             num_boost_round=rounds)["booster"]
+        return dxgb.predict(client, booster, X[test]).compute()
+
+    return cross_validate(cache_path, features, "xgb", fit_predict, **options)
+
+
+#: Passes of the SGD logistic head over the training chunks.
+SGD_EPOCHS = 20
+
+
+def cross_validate_logreg(cache_path: Path | str, features: Sequence[str], *,
+                          C: float = LOGREG_C, epochs: int = SGD_EPOCHS,
+                          **options: Any) -> ClusterFitReport:
+    """Grouped cross-validation of a logistic head fitted out of core: a standard scaler and
+    ``SGDClassifier(loss="log_loss")`` updated chunk by chunk (``partial_fit``) with the
+    in-memory head's regularisation; no more than one chunk is in memory at a time."""
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    def fit_predict(client, X, y, w, train, test, random_state):
+        # the updates are sequential: the driver reads each chunk itself (a round trip to a
+        # worker per chunk and pass would cost more than the read)
+        blocks = [(k, _Local(X.blocks[k]), slice(start, start + size)) for k, (start, size) in
+                  enumerate(zip(np.cumsum((0,) + X.chunks[0][:-1]), X.chunks[0]))]
+        scaler = StandardScaler()
+        for _, block, rows in blocks:
+            if train[rows].any():
+                scaler.partial_fit(block.compute()[train[rows]])
+        # the objective of the in-memory head (LogisticRegression(C)): per row, alpha = 1/(C n)
+        model = SGDClassifier(loss="log_loss", alpha=1.0 / (C * max(int(train.sum()), 1)),
+                              random_state=random_state)
+        y_rows, w_rows = y.compute(scheduler="sync"), w.compute(scheduler="sync")
+        for _ in range(epochs):
+            for _, block, rows in blocks:
+                keep = train[rows]
+                if keep.any():
+                    model.partial_fit(scaler.transform(block.compute()[keep]),
+                                      y_rows[rows][keep], classes=np.array([0.0, 1.0]),
+                                      sample_weight=w_rows[rows][keep])
+        scores = [model.predict_proba(scaler.transform(block.compute()[test[rows]]))[:, 1]
+                  for _, block, rows in blocks if test[rows].any()]
+        return np.concatenate(scores) if scores else np.zeros(0)
+
+    return cross_validate(cache_path, features, "logreg", fit_predict, **options)
+
+
+class _Local:
+    """A dask array computed in this process (no cluster round trip)."""
+
+    def __init__(self, array) -> None:
+        self.array = array
+
+    def compute(self) -> np.ndarray:
+        return self.array.compute(scheduler="sync")
+
+
+def cross_validate(cache_path: Path | str, features: Sequence[str], head: str, fit_predict, *,
+                   selection: Selection | None = None, n_splits: int = 5,
+                   random_state: int = 0, chunk_rows: int = CHUNK_ROWS,
+                   address: str | None = None, workers: int = 2,
+                   memory_limit: str | int | None = None) -> ClusterFitReport:
+    """Grouped ``n_splits``-fold cross-validation on a cluster: ``fit_predict(client, X, y,
+    w, train, test, random_state)`` fits on the ``train`` rows of the lazy feature array ``X``
+    (labels ``y``, balanced weights ``w``: dask arrays) and returns the ``test`` rows' scores."""
     from sklearn.metrics import roc_auc_score
 
     started = time.perf_counter()
@@ -168,7 +237,6 @@ def cross_validate_xgb(cache_path: Path | str, features: Sequence[str], *,
     labels = index.labels
     folds = grouped_folds(SimpleNamespace(video_labels=labels, videos=index.videos),
                           n_splits=n_splits, random_state=random_state)
-    booster_params = {**XGB_PARAMS, "seed": random_state, **(params or {})}
     y_rows = labels[index.video]
     aggregation = Aggregation()  # a track's mean, an item's most suspect track
     frame_scores = np.full(len(index.rows), np.nan)
@@ -186,11 +254,7 @@ def cross_validate_xgb(cache_path: Path | str, features: Sequence[str], *,
             weight = np.zeros(len(y_rows), np.float32)
             weight[train] = balanced_weights(y_rows[train], index.video[train])
             w = da.from_array(weight, chunks=X.chunks[0])
-            train_set = dxgb.DaskDMatrix(client, X[train], y[train], weight=w[train])
-            booster = dxgb.train(client, booster_params, train_set,
-                                 num_boost_round=rounds)["booster"]
-            fit_s = time.perf_counter() - t0
-            scores = dxgb.predict(client, booster, X[test]).compute()
+            scores = fit_predict(client, X, y, w, train, test, random_state)
             frame_scores[test] = scores
             videos = aggregation.video_scores(scores, index.video[test],
                                               index.frame_index[test], index.track[test],
@@ -200,7 +264,6 @@ def cross_validate_xgb(cache_path: Path | str, features: Sequence[str], *,
                             "test_items": int(len(test_videos)),
                             "train_rows": int(train.sum()), "test_rows": int(test.sum()),
                             "video_auc": _auc(labels[scored], videos[scored], roc_auc_score),
-                            "fit_seconds": fit_s,
                             "seconds": time.perf_counter() - t0})
         n_workers = len(client.scheduler_info()["workers"])
     done = ~np.isnan(frame_scores)
@@ -209,7 +272,7 @@ def cross_validate_xgb(cache_path: Path | str, features: Sequence[str], *,
     scored = ~np.isnan(videos) & (labels >= 0)
     rows_ok = ~np.isnan(frame_scores) & (y_rows >= 0)
     return ClusterFitReport(
-        features=features, n_rows=int(len(index.rows)), n_items=int(len(labels)),
+        head=head, features=features, n_rows=int(len(index.rows)), n_items=int(len(labels)),
         n_columns=int(X.shape[1]), chunk_rows=int(chunk_rows), folds=results,
         video_auc=_auc(labels[scored], videos[scored], roc_auc_score),
         frame_auc=_auc(y_rows[rows_ok], frame_scores[rows_ok], roc_auc_score),
