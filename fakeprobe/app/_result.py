@@ -8,6 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def json_text(data: Any, indent: int | None = 2) -> str:
+    """``data`` as strict JSON: NaN and infinities become ``null``, paths and other objects
+    their ``str``."""
+    from fakeprobe.evaluation.runs import finite
+
+    return json.dumps(finite(data), indent=indent, default=str, allow_nan=False)
+
+
 class JsonResult:
     """Mixin of the frozen result dataclasses: ``to_json()`` is ``to_dict()`` as strict JSON
     (NaN and infinities become ``null``; paths and other objects their ``str``)."""
@@ -16,9 +24,7 @@ class JsonResult:
         raise NotImplementedError
 
     def to_json(self, indent: int | None = 2) -> str:
-        from fakeprobe.evaluation.runs import finite
-
-        return json.dumps(finite(self.to_dict()), indent=indent, default=str, allow_nan=False)
+        return json_text(self.to_dict(), indent)
 
 
 @dataclass(frozen=True)

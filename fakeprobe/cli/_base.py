@@ -89,12 +89,10 @@ def dim(message: str) -> None:
 def print_json(result: object) -> None:
     """A result object (its ``to_dict()``) or plain data, as strict JSON on stdout (NaN and
     infinities as ``null``)."""
-    import json
+    from fakeprobe.app._result import json_text
 
-    from fakeprobe.evaluation.runs import finite
-
-    data = result.to_dict() if hasattr(result, "to_dict") else result
-    sys.stdout.write(json.dumps(finite(data), indent=2, default=str, allow_nan=False) + "\n")
+    sys.stdout.write(json_text(result.to_dict() if hasattr(result, "to_dict") else result)
+                     + "\n")
 
 
 def given(ctx: typer.Context, *names: str) -> set[str]:
