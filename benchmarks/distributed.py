@@ -6,8 +6,8 @@ default detector and backbone, ``--frames`` per clip) and reports:
 
 - wall items/s, and steady items/s (between the first and the last finished item: without the
   cluster's start-up and the networks' loading);
-- per-item worker seconds (decode + detect + align + embed + stage, summed over workers: on a
-  one-thread worker that is its CPU time per item);
+- per-item worker seconds (decode + detect + align + embed + stage, summed over workers: wall
+  time inside the tasks) and per-item CPU seconds of the driver and of the cluster's processes;
 - the driver's commit seconds per item, and the staged bytes per item (what workers write to
   the shared staging folder and the driver reads back);
 - the bytes of one task's argument and one task's result (pickled), what crosses the network;
@@ -82,10 +82,12 @@ def one_run(listing: Path | list[Path], folder: Path, name: str, frames: int, en
 
     cache = folder / f"{name}.h5"
     clock = Clock(cache)
+    cpu0 = _cpu()
     t0 = time.perf_counter()
     result = fakeprobe.extract(listing, cache, frames=frames, engine=engine, workers=workers,
                                reporter=clock, commit_every=1e9)
     wall = time.perf_counter() - t0
+    cpu1 = _cpu()
     summary = result.summary
     items = summary.extracted + summary.failed
     spent = summary.stage_seconds
@@ -98,11 +100,24 @@ def one_run(listing: Path | list[Path], folder: Path, name: str, frames: int, en
         "items_per_second": items / wall, "steady_items_per_second": steady,
         "first_item_seconds": (clock.times[0] - t0) if clock.times else None,
         "worker_seconds_per_item": worker / max(items, 1),
+        # CPU: this process (the driver; all of a plain run), and the cluster's processes
+        # (workers and nannies, counted once they have ended with the run's local cluster)
+        "driver_cpu_seconds_per_item": (cpu1[0] - cpu0[0]) / max(items, 1),
+        "cluster_cpu_seconds_per_item": (cpu1[1] - cpu0[1]) / max(items, 1),
         "commit_seconds_per_item": spent.get("commit", 0.0) / max(summary.committed, 1),
         "staged_bytes_per_item": (clock.staged[1] / clock.staged[0]
                                   if clock.staged[0] else None),
         "stage_seconds": spent,
     }
+
+
+def _cpu() -> tuple[float, float]:
+    """User + system CPU seconds of this process and of its ended child processes."""
+    import resource
+
+    me, children = (resource.getrusage(resource.RUSAGE_SELF),
+                    resource.getrusage(resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
 
 
 def task_bytes(listing: Path) -> dict:
@@ -130,49 +145,71 @@ def versions() -> dict:
 
 
 def cost_model(runs: list[dict], total_items: int = 120_000) -> dict:
-    """Workers needed for ``total_items`` in a given wall time, from the one-worker run (on
-    the DFDC videos when it was made: ``dfdc-1``); the two-worker run checks the prediction."""
+    """Workers needed for ``total_items`` DFDC-like items in a given wall time.
+
+    A worker with a core of its own finishes an item in its CPU seconds ``c`` (measured: the
+    cluster's CPU per item, on the DFDC videos with ``--dfdc``), so ``W`` workers take about
+    ``start + N c / W``; the driver commits every item (``commit`` s each), which caps the run
+    at ``1 / commit`` items/s whatever ``W``. The check: the one-worker run predicts its own
+    wall time from ``c`` (the ratio says how much of a core it really got here) and the
+    two-worker run's."""
     one = next(r for r in runs if r["run"] == "dask-1")
     dfdc = next((r for r in runs if r["run"] == "dfdc-1"), None)
-    two = next((r for r in runs if r["engine"] == "dask" and r["workers"] == 2), None)
+    two = next((r for r in runs if r["run"] == "dask-2"), None)
     start = one["first_item_seconds"]
-    per_item = 1.0 / one["steady_items_per_second"]  # worker wall seconds per item
+    cpu = one["cluster_cpu_seconds_per_item"]
     commit = max(r["commit_seconds_per_item"] for r in runs if r["engine"] == "dask")
-    model = {"per_item_worker_wall_seconds": per_item, "start_seconds": start,
+    model = {"cpu_seconds_per_item": cpu, "start_seconds": start,
              "driver_commit_seconds_per_item": commit,
-             "driver_ceiling_items_per_second": 1.0 / commit if commit else None}
+             "driver_ceiling_items_per_second": 1.0 / commit if commit else None,
+             "one_worker_predicted_wall_seconds": start + one["items"] * cpu,
+             "one_worker_measured_wall_seconds": one["wall_seconds"],
+             "one_worker_core_share": one["items"] * cpu / max(one["wall_seconds"] - start,
+                                                               1e-9)}
     if two is not None:
-        predicted = start + two["items"] * per_item / 2
-        model["two_workers_predicted_wall_seconds"] = predicted
+        model["two_workers_predicted_wall_seconds"] = start + two["items"] * cpu / 2
         model["two_workers_measured_wall_seconds"] = two["wall_seconds"]
         model["two_workers_speedup_steady"] = (two["steady_items_per_second"]
                                                / one["steady_items_per_second"])
-    dfdc_item = 1.0 / dfdc["steady_items_per_second"] if dfdc else per_item
-    model["dfdc_per_item_worker_wall_seconds"] = dfdc_item
+    dfdc_cpu = dfdc["cluster_cpu_seconds_per_item"] if dfdc else cpu
+    model["dfdc_cpu_seconds_per_item"] = dfdc_cpu
     model["dfdc_measured"] = dfdc is not None
-    model["dfdc"] = {f"{hours}h": max(1, -(-int(total_items * dfdc_item) // (hours * 3600)))
-                     for hours in (1, 6, 24)}
+    model["dfdc_core_hours"] = total_items * dfdc_cpu / 3600
+    model["dfdc_workers"] = {f"{hours}h": max(1, -(-int(total_items * dfdc_cpu)
+                                                 // (hours * 3600 - int(start))))
+                             for hours in (1, 6, 24)}
+    model["dfdc_driver_floor_hours"] = total_items * commit / 3600
     return model
 
 
 def table(result: dict) -> str:
     lines = ["| run | workers | items | wall s | items/s | steady items/s | worker s/item | "
-             "commit ms/item | staged KiB/item |", "|---|---|---|---|---|---|---|---|---|"]
+             "CPU s/item driver + cluster | commit ms/item | staged KiB/item |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         steady = r["steady_items_per_second"]
         staged = r["staged_bytes_per_item"]
         lines.append(
             f"| {r['run']} | {r['workers']} | {r['items']} | {r['wall_seconds']:.1f} | "
             f"{r['items_per_second']:.2f} | {steady:.2f} | "
-            f"{r['worker_seconds_per_item']:.2f} | {1000 * r['commit_seconds_per_item']:.1f} | "
+            f"{r['worker_seconds_per_item']:.2f} | {r['driver_cpu_seconds_per_item']:.2f} + "
+            f"{r['cluster_cpu_seconds_per_item']:.2f} | "
+            f"{1000 * r['commit_seconds_per_item']:.1f} | "
             f"{staged / 1024 if staged else float('nan'):.1f} |")
     model = result["cost_model"]
     get = model.get
-    lines += ["", f"two workers over one (steady): {get('two_workers_speedup_steady', 0):.2f}x;"
-              f" predicted wall with two {get('two_workers_predicted_wall_seconds', 0):.1f} s,"
-              f" measured {get('two_workers_measured_wall_seconds', 0):.1f} s;"
-              f" DFDC (120,000 items) workers for 1 h / 6 h / 24 h: "
-              f"{model['dfdc']['1h']} / {model['dfdc']['6h']} / {model['dfdc']['24h']}"]
+    workers = model["dfdc_workers"]
+    lines += ["", f"CPU {model['cpu_seconds_per_item']:.2f} s/item; one worker: predicted "
+              f"{model['one_worker_predicted_wall_seconds']:.1f} s on a core of its own, "
+              f"measured {model['one_worker_measured_wall_seconds']:.1f} s (it had "
+              f"{model['one_worker_core_share']:.2f} of a core); two workers: predicted "
+              f"{get('two_workers_predicted_wall_seconds', 0):.1f} s, measured "
+              f"{get('two_workers_measured_wall_seconds', 0):.1f} s (steady speed-up "
+              f"{get('two_workers_speedup_steady', 0):.2f}x). DFDC (120,000 items at "
+              f"{model['dfdc_cpu_seconds_per_item']:.2f} CPU s each: "
+              f"{model['dfdc_core_hours']:.1f} core-hours): workers of one core for 1 h / 6 h "
+              f"/ 24 h: {workers['1h']} / {workers['6h']} / {workers['24h']}; the driver's "
+              f"commits alone take {model['dfdc_driver_floor_hours']:.2f} h"]
     return "\n".join(lines)
 
 
