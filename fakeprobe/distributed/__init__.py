@@ -8,9 +8,10 @@ address the cluster is a ``LocalCluster`` of worker processes on this machine; w
 worker must reach the cache's staging folder (``<cache>.staging/``) on a shared filesystem at
 the same path.
 
-``fit-xgb --engine dask`` trains the XGBoost head through ``xgboost.dask`` on the cache's
-features read in chunks (:mod:`~fakeprobe.distributed.heads`), so the feature matrix never has
-to fit in one process's memory.
+``fit-xgb --engine dask`` cross-validates the XGBoost head through ``xgboost.dask`` on the
+cache's features read in chunks, and ``fit-logreg --engine dask`` a logistic head fitted out of
+core by SGD over the same chunks (:mod:`~fakeprobe.distributed.heads`), so the feature matrix
+never has to fit in one process's memory.
 """
 
 from __future__ import annotations
