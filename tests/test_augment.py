@@ -341,3 +341,16 @@ def test_predict_never_makes_augmented_rows(groups_tree, tmp_path, stub_config):
         assert cache.config.augment == ""
         assert set(cache.frames()["augment"]) == {""}
     assert len(result.to_dict()["predictions"]) == 1
+
+
+def test_the_dask_head_reads_original_rows_only(groups_tree, tmp_path, stub_config):
+    from fakeprobe.classifiers.data import load_frames
+    from fakeprobe.distributed.heads import row_index
+
+    path = _extract(groups_tree, tmp_path / "c.h5", stub_config)
+    index = row_index(path, ["test-colour"])
+    plain = load_frames(path, ["test-colour"])
+    with fcache.CacheReader(path) as cache:
+        marks = cache.frames(("augment",))["augment"]
+    assert (marks != "").any() and (marks[index.rows] == "").all()
+    assert len(index.rows) == len(plain.y)

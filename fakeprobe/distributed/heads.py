@@ -75,7 +75,8 @@ class RowIndex:
 def row_index(cache_path: Path | str, features: Sequence[str],
               selection: Selection | None = None) -> RowIndex:
     """The face rows a fit on ``features`` uses (the selection of
-    :func:`fakeprobe.classifiers.data.load_frames`, without reading any feature)."""
+    :func:`fakeprobe.classifiers.data.load_frames`, without reading any feature): original rows
+    only, so rows made by ``extract --augment`` neither train nor are scored here."""
     selection = selection or Selection()
     with CacheReader(cache_path) as cache:
         available = cache.feature_sets
@@ -84,7 +85,7 @@ def row_index(cache_path: Path | str, features: Sequence[str],
             raise FakeprobeError(f"{cache_path}: no feature set {', '.join(unknown)}; it "
                                  f"holds {', '.join(available) or 'none'}")
         videos = cache.videos()
-        frames = cache.frames(("video", "has_face", "frame_index", "track"))
+        frames = cache.frames(("video", "has_face", "frame_index", "track", "augment"))
         done = {f: cache.feature_done(f) for f in features}
     keep = np.array([selection.keeps(d, m, lab, g) for d, m, lab, g in
                      zip(videos["dataset"], videos["method"], videos["label"],
@@ -99,7 +100,7 @@ def row_index(cache_path: Path | str, features: Sequence[str],
         if reason:
             excluded.append({"id": str(videos["id"][i]), "reason": reason})
             keep[i] = False
-    rows = np.flatnonzero(keep[frames["video"]] & frames["has_face"])
+    rows = np.flatnonzero(keep[frames["video"]] & frames["has_face"] & (frames["augment"] == ""))
     positions = np.flatnonzero(np.isin(np.arange(len(keep)), frames["video"][rows]))
     remap = np.full(len(keep), -1)
     remap[positions] = np.arange(len(positions))
