@@ -25,6 +25,11 @@ import numpy as np
 from fakeprobe.core.schema import IMAGE_SUFFIXES
 from fakeprobe.errors import MediaError
 
+try:  # PyAV decodes videos; loaded with OpenCV here so that the first video read does not pay
+    import av  # noqa: F401  (FFmpeg's libraries: a good part of a second on a busy machine)
+except ImportError:  # not installed: OpenCV reads every video
+    av = None
+
 #: The most memory the decoded frames of one item may take (all the sampled frames are held
 #: while faces are detected and aligned): 4 GiB, enough for the default 32 frames at the largest
 #: frame ``--max-pixels`` allows by default (32 x 40 Mpx x 3 bytes = 3.8 GB). An item that would
