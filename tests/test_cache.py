@@ -327,10 +327,10 @@ def test_a_version_1_cache_is_read_and_upgraded_by_its_next_commit(tmp_path):
                                          features={"a": np.zeros((2, 2))}))
     assert fcache.commit(path, CONFIG) == 1
     with fcache.CacheReader(path) as cache:
-        assert cache.attrs["schema_version"] == fcache.SCHEMA_VERSION == 2
+        assert cache.attrs["schema_version"] == fcache.SCHEMA_VERSION >= 2
         assert cache.videos()["id"].tolist() == ["v1", "v2"] and cache.n_commits == 1
-    assert set(fcache.compatible_versions(1)) == {1, 2}
-    assert fcache.compatible_versions(3) == (3,)
+    assert {1, 2} <= set(fcache.compatible_versions(1))
+    assert fcache.compatible_versions(99) == (99,)
 
 
 def test_a_commit_refuses_a_reader_its_own_thread_holds_open(tmp_path):
