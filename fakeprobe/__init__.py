@@ -52,6 +52,7 @@ __all__ = ["__version__", *_ERRORS, *sorted(
     ["extract", "ExtractResult", "synth", "SynthResult", "sample", "SampleResult", "info",
      "InfoResult", "components", "ComponentsResult", "derive", "DeriveResult", "fit",
      "FitResult", "compare", "CompareResult", "evaluate", "EvaluateResult", "RunFiles",
+     "evaluate_mean", "MeanResult",
      "Protocol", "make_protocol", "make_selection", "make_aggregation", "default_features",
      "Selection", "Aggregation", "ExtractorConfig", "predict", "Predictor", "Prediction",
      "PredictResult", "explain", "ExplainResult", "report", "ReportResult", "finetune",

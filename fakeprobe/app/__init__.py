@@ -22,6 +22,7 @@ EXPORTS: dict[str, str] = {
     "fit": "app.heads", "FitResult": "app.heads", "compare": "app.heads",
     "CompareResult": "app.heads", "evaluate": "app.heads", "EvaluateResult": "app.heads",
     "RunFiles": "app.heads",
+    "evaluate_mean": "app.ensemble", "MeanResult": "app.ensemble",
     "Protocol": "app.protocol", "make_protocol": "app.protocol",
     "make_selection": "app.protocol", "make_aggregation": "app.protocol",
     "default_features": "app.protocol",

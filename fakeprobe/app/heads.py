@@ -233,6 +233,18 @@ class EvaluateResult(JsonResult):
         return {"report": self.report.to_dict(), "warnings": self.warnings}
 
 
+def _frame_scores(data: FrameData, scores: np.ndarray, videos: np.ndarray,
+                  threshold: float) -> dict[str, list]:
+    """The face rows of the scored videos, ``video`` their position in ``video_scores``."""
+    scored = ~np.isnan(videos)
+    position = np.cumsum(scored) - 1
+    rows = np.flatnonzero(scored[data.video])
+    return {"video": position[data.video[rows]].tolist(),
+            "frame_index": data.frame_index[rows].tolist(),
+            "timestamp": data.timestamp[rows].tolist(), "track": data.track[rows].tolist(),
+            "score": scores[rows].tolist(), "threshold": [threshold] * len(rows)}
+
+
 def evaluate(model_path: Path | str, cache_path: Path | str,
              selection: Selection | None = None) -> EvaluateResult:
     """Score a cache with a saved model at its threshold. Loading a model file runs no code
@@ -267,5 +279,6 @@ def evaluate(model_path: Path | str, cache_path: Path | str,
                        "frames": int((data.video == i).sum())}
                       for i in np.flatnonzero(~np.isnan(videos))],
         excluded=data.excluded, n_frames=int(frame_ok.sum()),
+        frame_scores=_frame_scores(data, scores, videos, model.threshold),
     )
     return EvaluateResult(report, warnings + check_versions(model))

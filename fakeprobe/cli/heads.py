@@ -12,7 +12,7 @@ from rich.markup import escape
 from fakeprobe.cli._base import FIT_PREFIX, app, dim, err, handles_errors, out, print_json
 from fakeprobe.cli.options import (AggOpt, AlphaOpt, CacheArg, CvOpt, DatasetOpt, EvalOpt,
                                    FeaturesOpt, ForceOpt, HoldoutOpt, JsonOpt, MethodOpt,
-                                   ModelArg, NIterOpt, ReportOpt, SaveRunOpt, ScoreBlendOpt,
+                                   NIterOpt, ReportOpt, SaveRunOpt, ScoreBlendOpt,
                                    SearchOpt, SeedOpt, SmoothOpt, SmoteOpt, TrainDatasetOpt,
                                    TrainFakesOpt, TrainMethodOpt, WindowOpt, XDatasetOpt,
                                    XGroupOpt, XMethodOpt, selection)
@@ -60,7 +60,7 @@ def _fit_command(head: str):
         engine: Annotated[str, typer.Option(
             help="local, or dask (xgb and logreg): grouped cross-validation on features read "
             "in chunks, for a cache larger than memory (xgboost.dask; logreg by SGD "
-            "partial_fit); no model file.")
+            "partial_fit); --out fits the final model through the engine too.")
             ] = "local",
         address: Annotated[Optional[str], typer.Option(
             help="With --engine dask: the scheduler (default: a local cluster); its workers "
@@ -86,8 +86,11 @@ def _fit_command(head: str):
                 cache, head, features=features, protocol=protocol, out=out_path,
                 selection=selection(dataset, method, exclude_dataset, exclude_method,
                                     exclude_group),
-                address=address, workers=workers, chunk_rows=chunk_rows)
+                address=address, workers=workers, chunk_rows=chunk_rows, force=force)
             print_json(done) if as_json else out.print(cluster_summary(done))
+            if out_path and not as_json:
+                out.print(f"model written to {out_path} (threshold {done.threshold:.3f}, "
+                          f"final fit {done.final_fit_seconds:.1f} s)")
             return
         result = fit(cache, head, out_path, features=features,
                      selection=selection(dataset, method, exclude_dataset, exclude_method,
@@ -173,7 +176,9 @@ def compare(
 @app.command()
 @handles_errors
 def evaluate(
-    model: ModelArg,
+    model: Annotated[list[Path], typer.Argument(
+        exists=True, dir_okay=False, metavar="MODEL",
+        help="A model file from fit-*; with several, each model and their mean.")],
     cache: CacheArg,
     dataset: DatasetOpt = [], method: MethodOpt = [], exclude_dataset: XDatasetOpt = [],
     exclude_method: XMethodOpt = [], exclude_group: XGroupOpt = [],
@@ -181,17 +186,42 @@ def evaluate(
 ) -> None:
     """Score a cache with a saved model at its threshold and print every metric.
 
-    Loading a model file runs no code from it (skops data, trusted types only)."""
+    With several models, each is scored and so is their mean (of the video and frame
+    probabilities, at the videos every model scored; threshold: the mean of the models'
+    thresholds), side by side. Loading a model file runs no code from it (skops data,
+    trusted types only)."""
     from fakeprobe.app.heads import evaluate as run_evaluate
     from fakeprobe.cli.render import metrics_tables
 
-    result = run_evaluate(model, cache, selection(dataset, method, exclude_dataset,
-                                                  exclude_method, exclude_group))
+    chosen = selection(dataset, method, exclude_dataset, exclude_method, exclude_group)
+    if len(model) > 1:
+        return _evaluate_mean(model, cache, chosen, as_json)
+    result = run_evaluate(model[0], cache, chosen)
     for warning in result.warnings:
         err.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
     if as_json:
         print_json(result)
         return
     _print_excluded(result.report.excluded)
-    out.print(*metrics_tables([result.report], f"evaluate {model.name} on {cache.name}"))
+    out.print(*metrics_tables([result.report], f"evaluate {model[0].name} on {cache.name}"))
 
+
+def _evaluate_mean(models: list[Path], cache: Path, chosen, as_json: bool) -> None:
+    from dataclasses import replace
+
+    from fakeprobe.app.ensemble import THRESHOLD_RULE, evaluate_mean
+    from fakeprobe.cli.render import metrics_tables
+
+    result = evaluate_mean(models, cache, chosen)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
+    if as_json:
+        print_json(result)
+        return
+    _print_excluded(result.ensemble.excluded)
+    rows = [replace(r.report, head=f"{m.name} ({r.report.head})")
+            for m, r in zip(models, result.members)] + [result.ensemble]
+    out.print(*metrics_tables(rows, f"evaluate {len(models)} models and their mean on "
+                              f"{cache.name}"))
+    out.print(f"{result.ensemble.head}: threshold {result.ensemble.threshold:.3f}, the "
+              f"{THRESHOLD_RULE}; {result.ensemble.video['n']} videos scored by every model")
