@@ -264,3 +264,67 @@ def test_logreg_out_of_core_scores_close_to_lbfgs(tmp_path):
     assert got.frame_auc == pytest.approx(memory.frame["roc_auc"], abs=0.03)
     with pytest.raises(fakeprobe.errors.InvalidOption, match="xgb and logreg only"):
         fit_on_cluster(cache, "svm", features=["feat"])
+
+
+@pytest.mark.parametrize("head", ["xgb", "logreg"])
+def test_a_cluster_fit_saves_a_model_that_scores_as_its_cv_said(head, tmp_path):
+    """fit-<head> --engine dask --out: the final model, fitted through the engine on every
+    labelled row, is a plain model file with the cluster CV's threshold and scores; on a
+    fresh cache ``evaluate`` scores it as it scores the in-memory fit's model."""
+    require_dask()
+    from test_heads import make_cache
+    from typer.testing import CliRunner
+
+    from fakeprobe.classifiers.model import load_model
+    from fakeprobe.cli import app
+
+    cache = make_cache(tmp_path / "syn.h5", n_groups=40, shift=0.6, seed=1)
+    fresh = make_cache(tmp_path / "fresh.h5", n_groups=40, shift=0.6, seed=3)
+    model_path = tmp_path / f"{head}.fpm"
+    run = CliRunner().invoke(app, [f"fit-{head}", str(cache), "--features", "feat",
+                                   "--engine", "dask", "--workers", "1", "--chunk-rows", "100",
+                                   "--out", str(model_path), "--json"])
+    assert run.exit_code == 0, run.output
+    cv = json.loads(run.output[run.output.index("{"):])
+    model = load_model(model_path)
+    saved = model.provenance
+    assert saved["head"] == head and saved["engine"] == "dask" and saved["features"] == ["feat"]
+    assert saved["protocol"] == "cv-5" and saved["training_frames"] == 960
+    assert saved["threshold"] == cv["threshold"] and 0.0 < cv["threshold"] < 1.0
+    assert saved["cv_video"]["roc_auc"] == pytest.approx(cv["video_auc"])
+    assert saved["cv_frame"]["roc_auc"] == pytest.approx(cv["frame_auc"])
+    # the pipeline is of the in-memory head's kind
+    assert type(model.pipeline.named_steps["clf"]).__name__ == (
+        "XGBClassifier" if head == "xgb" else "SGDClassifier")
+    memory_path = tmp_path / "memory.fpm"
+    memory = fakeprobe.fit(cache, head, memory_path, features=["feat"]).report
+    assert cv["threshold"] == pytest.approx(memory.threshold, abs=0.01)
+    got, warnings = fakeprobe.evaluate(model_path, fresh)
+    want, _ = fakeprobe.evaluate(memory_path, fresh)
+    assert warnings == [] and got.threshold == cv["threshold"] and got.n_frames == 960
+    assert got.video["roc_auc"] > 0.6  # the fresh cache's signal, not chance
+    for key in ("roc_auc", "balanced_accuracy"):
+        assert got.video[key] == pytest.approx(want.video[key], abs=0.01), key
+        assert got.frame[key] == pytest.approx(want.frame[key], abs=0.01), key
+    # on its own training rows the final model scores above its CV (it has seen them)
+    seen, _ = fakeprobe.evaluate(model_path, cache)
+    assert seen.frame["roc_auc"] > cv["frame_auc"]
+
+
+def test_predict_runs_with_a_model_fitted_on_a_cluster(manifest, plain_cache, shared_data,
+                                                       tmp_path):
+    """A model that fit-xgb --engine dask saved from the FF++ clips' features scores a clip
+    through ``predict`` (its extractor settings and feature set are the cache's), and the
+    score is the one ``evaluate`` gives that clip in the cache."""
+    from fakeprobe.app.cluster import fit_on_cluster
+    from fakeprobe.app.protocol import Protocol
+
+    model_path = tmp_path / "ffpp.fpm"
+    fit_on_cluster(plain_cache, "xgb", protocol=Protocol(folds=3), workers=1, out=model_path)
+    clip = shared_data / FFPP_C40[1]
+    got = fakeprobe.predict(model_path, [clip]).predictions
+    assert len(got) == 1 and got[0].status == "ok" and got[0].frames_used > 0
+    scores = {s["id"]: s["score"] for s in fakeprobe.evaluate(model_path, plain_cache
+                                                              ).report.video_scores}
+    assert got[0].score == pytest.approx(scores[next(k for k in scores if "183_253" in k)],
+                                         abs=1e-4)

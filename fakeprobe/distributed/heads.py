@@ -14,7 +14,7 @@ fits' default aggregation makes them (a track's mean, an item's most suspect tra
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Sequence
@@ -24,6 +24,7 @@ import numpy as np
 from fakeprobe.classifiers.aggregate import Aggregation
 from fakeprobe.classifiers.heads import LOGREG_C, balanced_weights
 from fakeprobe.classifiers.data import Selection, label_codes
+from fakeprobe.classifiers.metrics import youden_threshold
 from fakeprobe.core.schema import READ_STATUSES
 from fakeprobe.distributed.cluster import connect
 from fakeprobe.errors import FakeprobeError
@@ -145,9 +146,18 @@ class ClusterFitReport:
     seconds: float
     workers: int
     excluded: list[dict[str, str]]
+    #: Youden's J on the pooled out-of-fold item scores: a final model's decision threshold.
+    threshold: float = 0.5
+    #: With ``final``: the pipeline fitted on every training row (not part of ``to_dict``).
+    model: Any = field(default=None, repr=False, compare=False)
+    final_fit_seconds: float | None = None
+    #: Pooled out-of-fold scores: per row (``frame_scores``) and per item (``video_scores``).
+    frame_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
+    video_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        skip = ("model", "frame_scores", "video_scores")
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         data["features"] = list(self.features)
         return data
 
@@ -165,9 +175,23 @@ def cross_validate_xgb(cache_path: Path | str, features: Sequence[str], *,
         train_set = dxgb.DaskDMatrix(client, X[train], y[train], weight=w[train])
         booster = dxgb.train(client, booster_params, train_set,
                              num_boost_round=rounds)["booster"]
+        if test is None:
+            return xgb_pipeline(booster)
         return dxgb.predict(client, booster, X[test]).compute()
 
     return cross_validate(cache_path, features, "xgb", fit_predict, **options)
+
+
+def xgb_pipeline(booster):
+    """The in-memory xgb head's pipeline around a trained booster: an ``XGBClassifier``
+    holding it, behind a pass-through scaling step (the booster saw unscaled features; trees
+    need no standardisation), so a model file of either engine loads and scores alike."""
+    from sklearn.pipeline import Pipeline
+    from xgboost import XGBClassifier
+
+    classifier = XGBClassifier()
+    classifier.load_model(bytearray(booster.save_raw("ubj")))
+    return Pipeline([("scale", "passthrough"), ("clf", classifier)])
 
 
 #: Passes of the SGD logistic head over the training chunks.
@@ -203,6 +227,10 @@ def cross_validate_logreg(cache_path: Path | str, features: Sequence[str], *,
                     model.partial_fit(scaler.transform(block.compute()[keep]),
                                       y_rows[rows][keep], classes=np.array([0.0, 1.0]),
                                       sample_weight=w_rows[rows][keep])
+        if test is None:
+            from sklearn.pipeline import Pipeline
+
+            return Pipeline([("scale", scaler), ("clf", model)])
         scores = [model.predict_proba(scaler.transform(block.compute()[test[rows]]))[:, 1]
                   for _, block, rows in blocks if test[rows].any()]
         return np.concatenate(scores) if scores else np.zeros(0)
@@ -224,10 +252,13 @@ def cross_validate(cache_path: Path | str, features: Sequence[str], head: str, f
                    selection: Selection | None = None, n_splits: int = 5,
                    random_state: int = 0, chunk_rows: int = CHUNK_ROWS,
                    address: str | None = None, workers: int = 2,
-                   memory_limit: str | int | None = None) -> ClusterFitReport:
+                   memory_limit: str | int | None = None, final: bool = False,
+                   folds: list | None = None) -> ClusterFitReport:
     """Grouped ``n_splits``-fold cross-validation on a cluster: ``fit_predict(client, X, y,
     w, train, test, random_state)`` fits on the ``train`` rows of the lazy feature array ``X``
-    (labels ``y``, balanced weights ``w``: dask arrays) and returns the ``test`` rows' scores."""
+    (labels ``y``, balanced weights ``w``: dask arrays) and returns the ``test`` rows' scores,
+    or with ``test=None`` the fitted pipeline. ``final``: then fit on every labelled row too
+    (the report's ``model``). ``folds``: (train, test) item ids, instead of making them."""
     from sklearn.metrics import roc_auc_score
 
     started = time.perf_counter()
@@ -236,8 +267,13 @@ def cross_validate(cache_path: Path | str, features: Sequence[str], head: str, f
     if not len(index.rows):
         raise FakeprobeError(f"{cache_path}: no selected face row with {'+'.join(features)}")
     labels = index.labels
-    folds = grouped_folds(SimpleNamespace(video_labels=labels, videos=index.videos),
-                          n_splits=n_splits, random_state=random_state)
+    if folds is None:
+        folds = grouped_folds(SimpleNamespace(video_labels=labels, videos=index.videos),
+                              n_splits=n_splits, random_state=random_state)
+    else:  # item ids -> positions in the index (ids not selected here are left out)
+        ids = {str(v): k for k, v in enumerate(index.videos["id"])}
+        folds = [tuple(np.array([ids[str(v)] for v in part if str(v) in ids], int)
+                       for part in fold) for fold in folds]
     y_rows = labels[index.video]
     aggregation = Aggregation()  # a track's mean, an item's most suspect track
     frame_scores = np.full(len(index.rows), np.nan)
@@ -266,6 +302,15 @@ def cross_validate(cache_path: Path | str, features: Sequence[str], head: str, f
                             "train_rows": int(train.sum()), "test_rows": int(test.sum()),
                             "video_auc": _auc(labels[scored], videos[scored], roc_auc_score),
                             "seconds": time.perf_counter() - t0})
+        model = final_seconds = None
+        if final:
+            t0 = time.perf_counter()
+            train = y_rows >= 0
+            weight = np.zeros(len(y_rows), np.float32)
+            weight[train] = balanced_weights(y_rows[train], index.video[train])
+            model = fit_predict(client, X, y, da.from_array(weight, chunks=X.chunks[0]),
+                                train, None, random_state)
+            final_seconds = time.perf_counter() - t0
         n_workers = len(client.scheduler_info()["workers"])
     done = ~np.isnan(frame_scores)
     videos = aggregation.video_scores(frame_scores[done], index.video[done],
@@ -277,7 +322,10 @@ def cross_validate(cache_path: Path | str, features: Sequence[str], head: str, f
         n_columns=int(X.shape[1]), chunk_rows=int(chunk_rows), folds=results,
         video_auc=_auc(labels[scored], videos[scored], roc_auc_score),
         frame_auc=_auc(y_rows[rows_ok], frame_scores[rows_ok], roc_auc_score),
-        seconds=time.perf_counter() - started, workers=n_workers, excluded=index.excluded)
+        seconds=time.perf_counter() - started, workers=n_workers, excluded=index.excluded,
+        threshold=youden_threshold(labels[scored], videos[scored]),
+        model=model, final_fit_seconds=final_seconds, frame_scores=frame_scores,
+        video_scores=videos)
 
 
 def _auc(y: np.ndarray, scores: np.ndarray, roc_auc_score) -> float | None:
