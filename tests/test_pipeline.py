@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -148,9 +151,13 @@ def test_absent_listed_files_are_recorded_as_missing(tmp_path, stub_config):
 # --- interruption ----------------------------------------------------------------------------
 
 RUNNER = textwrap.dedent("""
+    import signal
     import sys
     sys.path.insert(0, {tests!r})
     import time
+    # Ctrl-C raises KeyboardInterrupt even where the test runs with SIGINT ignored (a
+    # background job), which the child would inherit
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import conftest  # registers the stub components
     from fakeprobe.core.config import ExtractorConfig
     detect = conftest.BlobDetector.detect
@@ -174,13 +181,55 @@ def _many_videos(root: Path, n: int) -> Path:
     return root
 
 
-def _start(root: Path, cache: Path, commit_every: float) -> subprocess.Popen:
+def _start(root: Path, cache: Path, commit_every: float, pause_at: str | None = None
+           ) -> tuple[subprocess.Popen, queue.Queue]:
+    """The run in a child process, and a queue of the lines it writes on stderr (``None`` at
+    the end). With ``pause_at`` the child's commits stop at that point of their journal, say
+    ``paused at <point>`` and wait (see ``fcache.PAUSE_VARIABLE``)."""
     script = RUNNER.format(tests=str(TESTS), root=str(root), cache=str(cache),
                            commit_every=commit_every)
+    env = {k: v for k, v in os.environ.items() if k != fcache.PAUSE_VARIABLE}
+    if pause_at is not None:
+        env[fcache.PAUSE_VARIABLE] = pause_at
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, env=env)
     assert process.stdout.readline().strip() == "started"
-    return process
+    lines: queue.Queue = queue.Queue()
+
+    def read_stderr() -> None:
+        for line in process.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read_stderr, daemon=True).start()
+    return process, lines
+
+
+def _wait_for_line(lines: queue.Queue, wanted: str, timeout: float = 120.0) -> list[str]:
+    """Block until the child writes ``wanted`` on stderr; fail if it ends or times out first."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            pytest.fail(f"no {wanted!r} from the run in {timeout:.0f} s:\n{''.join(seen)}")
+        if line is None:
+            pytest.fail(f"the run ended without saying {wanted!r}:\n{''.join(seen)}")
+        seen.append(line)
+        if line.strip() == wanted:
+            return seen
+
+
+def _wait_for_staged(process: subprocess.Popen, cache: Path, timeout: float = 120.0
+                     ) -> list[Path]:
+    """Block until at least one finished item is staged next to ``cache``; return them."""
+    deadline = time.monotonic() + timeout
+    while not (staged := fcache.staged_files(cache)):
+        assert process.poll() is None, "the run ended before staging anything"
+        assert time.monotonic() < deadline, f"nothing staged in {timeout:.0f} s"
+        time.sleep(0.01)
+    return staged
 
 
 def _check_whole(cache: Path, n: int, stub_config) -> None:
@@ -195,22 +244,58 @@ def _check_whole(cache: Path, n: int, stub_config) -> None:
     assert np.isfinite(feats).all()
     for position in range(n):  # every item's rows are contiguous and its own
         assert (frames["video"] == position).sum() == 6
+    assert not fcache.staged_files(cache) and not fcache.journal_path(cache).exists()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0])
-def test_kill_9_loses_nothing_and_duplicates_nothing(tmp_path, stub_config, delay):
+def test_kill_9_after_staging_loses_nothing_and_duplicates_nothing(tmp_path, stub_config):
+    """``kill -9`` once items are staged but before any commit: the rerun commits the staged
+    items first and extracts only the rest."""
     n = 40
     root = _many_videos(tmp_path / "data", n)
     cache = tmp_path / "c.h5"
-    process = _start(root, cache, commit_every=0.0)  # commit all the time: kills land mid-commit
-    time.sleep(delay)
-    assert process.poll() is None, "the run ended before the kill: give it more work"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    if cache.exists():
-        with fcache.CacheReader(cache) as reader:  # still opens
-            assert reader.n_videos <= n
+    process, _ = _start(root, cache, commit_every=3600.0)  # no commit before the end
+    try:
+        _wait_for_staged(process, cache)
+        assert process.poll() is None, "the run ended before the kill: give it more work"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert not cache.exists()  # nothing was committed
+    staged = {fcache.load_staged(f).record.id for f in fcache.staged_files(cache)}
+    assert 0 < len(staged) < n
+    _check_whole(cache, n, stub_config)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["journal-opened", "appended", "sealed", "overwriting",
+                                   "overwritten"])
+def test_kill_9_in_a_commit_loses_nothing_and_duplicates_nothing(tmp_path, stub_config,
+                                                                 point):
+    """``kill -9`` at each point of a commit into the existing cache (the child stops there
+    and says so): the cache still opens with only whole items, and the rerun rolls the commit
+    back and ends with every item once."""
+    n = 40
+    root = _many_videos(tmp_path / "data", n)
+    cache = tmp_path / "c.h5"
+    # commit all the time: the first commit makes the cache, the next ones go through its
+    # journal and stop at the point
+    process, lines = _start(root, cache, commit_every=0.0, pause_at=point)
+    try:
+        _wait_for_line(lines, f"paused at {point}")
+        assert process.poll() is None, "the run ended before the kill"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert fcache.journal_path(cache).exists()  # killed inside a commit
+    with fcache.CacheReader(cache) as reader:  # still opens, as before that commit
+        ids = reader.videos()["id"].tolist()
+        assert 0 < len(ids) < n and len(set(ids)) == len(ids)
+        assert reader.n_rows == 6 * len(ids)
+    staged = {fcache.load_staged(f).record.id for f in fcache.staged_files(cache)}
+    assert staged and not staged & set(ids)  # the commit's items are still staged, only there
     _check_whole(cache, n, stub_config)
 
 
@@ -219,15 +304,22 @@ def test_ctrl_c_commits_finished_items(tmp_path, stub_config):
     n = 40
     root = _many_videos(tmp_path / "data", n)
     cache = tmp_path / "c.h5"
-    process = _start(root, cache, commit_every=3600.0)
-    time.sleep(1.0)
-    assert process.poll() is None, "the run ended before Ctrl-C: give it more work"
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode != 0 and "KeyboardInterrupt" in stderr
+    process, lines = _start(root, cache, commit_every=3600.0)  # no commit before the end
+    try:
+        finished = {fcache.load_staged(f).record.id for f in _wait_for_staged(process, cache)}
+        assert process.poll() is None, "the run ended before Ctrl-C: give it more work"
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    stderr = []
+    while (line := lines.get(timeout=10)) is not None:
+        stderr.append(line)
+    assert process.returncode != 0 and "KeyboardInterrupt" in "".join(stderr)
     with fcache.CacheReader(cache) as reader:
-        saved = reader.n_videos
-    assert 0 < saved <= n
+        saved = set(reader.videos()["id"].tolist())
+    assert finished <= saved and len(saved) < n  # what had finished is in, the rest is not
     assert not fcache.staged_files(cache)
     _check_whole(cache, n, stub_config)
 
