@@ -328,3 +328,44 @@ def test_predict_runs_with_a_model_fitted_on_a_cluster(manifest, plain_cache, sh
                                                               ).report.video_scores}
     assert got[0].score == pytest.approx(scores[next(k for k in scores if "183_253" in k)],
                                          abs=1e-4)
+
+
+def test_compare_on_a_cluster_gives_compares_table_on_its_folds(tmp_path):
+    """compare --engine dask: xgb and logreg on the folds the in-memory compare makes (every
+    item in the same fold), with its numbers; a head the engine does not train is one line."""
+    require_dask()
+    from test_heads import make_cache
+    from typer.testing import CliRunner
+
+    from fakeprobe.cli import app
+
+    cache = make_cache(tmp_path / "syn.h5", n_groups=40, shift=0.6, seed=1)
+    memory = {r.head: r for r in fakeprobe.compare(cache, ["xgb", "logreg"], ["feat"]).reports}
+    run = CliRunner().invoke(app, ["compare", str(cache), "--features", "feat", "--head",
+                                   "xgb", "--head", "logreg", "--engine", "dask", "--workers",
+                                   "1", "--chunk-rows", "100", "--save-run",
+                                   str(tmp_path / "run.json"), "--json"])
+    assert run.exit_code == 0, run.output
+    got = {r["head"]: r for r in json.loads(run.output[run.output.index("{"):])["reports"]}
+    assert sorted(got) == ["logreg", "xgb"] and (tmp_path / "run.json").exists()
+    for head, want in memory.items():
+        report = got[head]
+        assert report["protocol"] == "cv-5" and report["n_frames"] == want.n_frames == 960
+        assert ({s["id"]: s["fold"] for s in report["video_scores"]} ==
+                {s["id"]: s["fold"] for s in want.video_scores})
+        assert [(f["train_videos"], f["test_videos"]) for f in report["folds"]] == [
+            (f.train_videos, f.test_videos) for f in want.folds]
+        for level in ("video", "frame"):
+            assert report[level]["roc_auc"] == pytest.approx(want_auc := getattr(
+                want, level)["roc_auc"], abs=0.03), (head, level, want_auc)
+        assert report["video"]["balanced_accuracy"] == pytest.approx(
+            want.video["balanced_accuracy"], abs=0.1)
+        assert report["excluded"] == [{"id": "d/faceless", "reason":
+                                       "no_face: no face in any sampled frame"}]
+    refused = CliRunner().invoke(app, ["compare", str(cache), "--features", "feat", "--head",
+                                       "svm", "--engine", "dask"])
+    # a usage error, as fit-svm --engine dask is: one line in the error box
+    message = [line for line in refused.output.splitlines() if "Invalid value" in line]
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert len(message) == 1 and "--head: --engine dask: xgb and logreg only, not svm" in (
+        message[0])

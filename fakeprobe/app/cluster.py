@@ -1,11 +1,12 @@
 """Heads past one machine: ``fit_on_cluster`` evaluates the XGBoost head (through
-``xgboost.dask``) or a logistic head (out of core) on a cache read in chunks
-(``fit-xgb --engine dask``, ``fit-logreg --engine dask``)."""
+``xgboost.dask``) or a logistic head (out of core) on a cache read in chunks, and saves the
+final model with ``out`` (``fit-xgb --engine dask``, ``fit-logreg --engine dask``);
+``compare_on_cluster`` tabulates both as ``compare`` does (``compare --engine dask``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from fakeprobe.app._result import Wrapped
 from fakeprobe.app.protocol import Protocol, default_features
@@ -37,9 +38,42 @@ def fit_on_cluster(cache_path: Path | str, head: str = "xgb", *,
     from fakeprobe.distributed import require_dask
 
     protocol = protocol or Protocol()
-    if head not in ("xgb", "logreg"):
+    if head not in ENGINE_HEADS:
         raise InvalidOption(f"--engine dask trains xgb and logreg only, not {head}",
                             "--engine")
+    _refuse_options(protocol)
+    require_dask("dask.dataframe", "xgboost.dask")
+    from fakeprobe.distributed.heads import CHUNK_ROWS
+
+    cache_path = Path(cache_path)
+    if out is not None:
+        from fakeprobe.app.outputs import check_outputs
+
+        check_outputs([(Path(out), "model", "--out")], [cache_path], force)
+    features = tuple(x for f in features for x in f.split("+")) or default_features(cache_path)
+    report = _runner(head)(
+        cache_path, features, selection=selection, n_splits=protocol.folds,
+        random_state=protocol.random_state, chunk_rows=chunk_rows or CHUNK_ROWS,
+        address=address, workers=workers, memory_limit=memory_limit, final=out is not None)
+    if out is not None:
+        from fakeprobe.classifiers.model import save_model
+
+        save_model(out, report.model, cluster_provenance(report, cache_path, selection,
+                                                         protocol))
+    return ClusterFitResult(report)
+
+
+#: The heads the Dask engine trains.
+ENGINE_HEADS = ("xgb", "logreg")
+
+
+def _runner(head: str):
+    from fakeprobe.distributed.heads import cross_validate_logreg, cross_validate_xgb
+
+    return cross_validate_xgb if head == "xgb" else cross_validate_logreg
+
+
+def _refuse_options(protocol: Protocol) -> None:
     refused = [name for name, given in (
         ("--holdout", protocol.holdout is not None),
         ("--eval", protocol.eval_cache is not None), ("--search", protocol.search is not None),
@@ -49,27 +83,117 @@ def fit_on_cluster(cache_path: Path | str, head: str = "xgb", *,
     if refused:
         raise InvalidOption(f"--engine dask runs grouped cross-validation only: drop "
                             f"{', '.join(refused)}", "--engine")
-    require_dask("dask.dataframe", "xgboost.dask")
-    from fakeprobe.distributed.heads import (CHUNK_ROWS, cross_validate_logreg,
-                                             cross_validate_xgb)
 
+
+def compare_on_cluster(cache_path: Path | str, heads: Sequence[str] = ENGINE_HEADS,
+                       feature_sets: Sequence[str | Sequence[str]] = (), *,
+                       selection: Selection | None = None, protocol: Protocol | None = None,
+                       address: str | None = None, workers: int = 2,
+                       chunk_rows: int | None = None, memory_limit: str | int | None = None,
+                       aggregation: Any = None, save_run: Path | str | None = None,
+                       report: Path | str | None = None, force: bool = False,
+                       progress: Callable[[str], None] | None = None):
+    """``compare`` on a Dask cluster (``compare --engine dask``): every head the engine
+    trains on every feature combination, on the folds ``compare`` makes (once, over the items
+    usable with every combination, ordered by id), as a
+    :class:`~fakeprobe.app.heads.CompareResult` of the same table. The threshold-level
+    metrics judge each fold's items at Youden's J on the other folds' out-of-fold scores.
+    Items score by the default aggregation (another is refused); ``save_run``/``report`` as
+    ``compare``'s."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from fakeprobe.app.heads import CompareResult, write_run
+    from fakeprobe.app.outputs import check_outputs, run_outputs
+    from fakeprobe.classifiers.aggregate import Aggregation
+    from fakeprobe.app.protocol import feature_sets as as_feature_sets
+    from fakeprobe.classifiers.data import label_codes
+    from fakeprobe.distributed import require_dask
+    from fakeprobe.training.cv import grouped_folds
+
+    heads = tuple(heads) or ENGINE_HEADS
+    other = [h for h in heads if h not in ENGINE_HEADS]
+    if other:
+        raise InvalidOption(f"--engine dask: xgb and logreg only, not {', '.join(other)}",
+                            "--head")
+    protocol = protocol or Protocol()
+    _refuse_options(protocol)
+    if aggregation is not None and aggregation != Aggregation():
+        raise InvalidOption("--engine dask scores items by the default aggregation (a track's "
+                            "mean, an item's most suspect track): drop --aggregate/--smooth",
+                            "--engine")
     cache_path = Path(cache_path)
-    if out is not None:
-        from fakeprobe.app.outputs import check_outputs
+    check_outputs(run_outputs(save_run, report), [cache_path], force)
+    require_dask("dask.dataframe", "xgboost.dask")
+    from fakeprobe.distributed.heads import CHUNK_ROWS, row_index
 
-        check_outputs([(Path(out), "model", "--out")], [cache_path], force)
-    features = tuple(x for f in features for x in f.split("+")) or default_features(cache_path)
-    run = cross_validate_xgb if head == "xgb" else cross_validate_logreg
-    report = run(cache_path, features, selection=selection, n_splits=protocol.folds,
-                 random_state=protocol.random_state, chunk_rows=chunk_rows or CHUNK_ROWS,
-                 address=address, workers=workers, memory_limit=memory_limit,
-                 final=out is not None)
-    if out is not None:
-        from fakeprobe.classifiers.model import save_model
+    combos = as_feature_sets(feature_sets) or [default_features(cache_path)]
+    indexes = {f: row_index(cache_path, f, selection) for f in combos}
+    common = set.intersection(*(set(map(str, i.videos["id"])) for i in indexes.values()))
+    reference = indexes[combos[0]].videos
+    ids = reference["id"].astype(str)
+    order = np.flatnonzero(np.isin(ids, sorted(common)))
+    order = order[np.argsort(ids[order])]
+    items = SimpleNamespace(video_labels=label_codes(reference["label"][order]),
+                            videos={k: v[order] for k, v in reference.items()})
+    folds = [(ids[order][train], ids[order][test]) for train, test in
+             grouped_folds(items, protocol.folds, protocol.random_state)]
+    reports = []
+    for features in combos:
+        for head in heads:
+            if progress:
+                progress(f"{head} on {'+'.join(features)} (Dask)")
+            done = _runner(head)(
+                cache_path, features, selection=selection, folds=folds,
+                random_state=protocol.random_state, chunk_rows=chunk_rows or CHUNK_ROWS,
+                address=address, workers=workers, memory_limit=memory_limit)
+            reports.append(eval_report(done, indexes[features]))
+    excluded = {e["id"]: e for i in indexes.values() for e in i.excluded}
+    left_out = sorted(excluded.values(), key=lambda e: e["id"])
+    files = write_run("compare", reports, cache_path, protocol, selection or Selection(),
+                      Aggregation(), left_out, save_run, report)
+    return CompareResult(reports, left_out, files)
 
-        save_model(out, report.model, cluster_provenance(report, cache_path, selection,
-                                                         protocol))
-    return ClusterFitResult(report)
+
+def eval_report(report: Any, index: Any):
+    """A cluster CV as the :class:`~fakeprobe.training.cv.EvalReport` ``compare`` tabulates:
+    each fold's items judged at Youden's J on the other folds' out-of-fold item scores."""
+    from dataclasses import asdict
+
+    import numpy as np
+
+    from fakeprobe.classifiers.aggregate import Aggregation
+    from fakeprobe.classifiers.metrics import youden_threshold
+    from fakeprobe.training.cv import EvalReport, FoldResult, _metrics
+
+    labels, y_rows = index.labels, index.labels[index.video]
+    videos, frames, fold_of = report.video_scores, report.frame_scores, report.video_folds
+    item_ok = ~np.isnan(videos) & (labels >= 0)
+    thresholds = np.full(len(labels), np.nan)
+    results = []
+    for k, fold in enumerate(report.folds):
+        others = item_ok & (fold_of != k) & (fold_of >= 0)
+        threshold = youden_threshold(labels[others], videos[others])
+        thresholds[fold_of == k] = threshold
+        results.append(FoldResult(k, fold["train_items"], fold["test_items"], threshold,
+                                  fold["seconds"], 0.0, 0.0))
+    row_ok = ~np.isnan(frames) & (y_rows >= 0)
+    v = index.videos
+    scored = [{"id": str(v["id"][i]), "label": str(v["label"][i]), "group": str(v["group"][i]),
+               "dataset": str(v["dataset"][i]), "method": str(v["method"][i]),
+               "score": float(videos[i]), "threshold": float(thresholds[i]),
+               "fold": int(fold_of[i]), "frames": int((index.video == i).sum())}
+              for i in np.flatnonzero(~np.isnan(videos))]
+    return EvalReport(
+        head=report.head, features=tuple(report.features), aggregation=asdict(Aggregation()),
+        protocol=f"cv-{len(report.folds)}",
+        frame=_metrics(y_rows[row_ok], frames[row_ok], thresholds[index.video[row_ok]]),
+        video=_metrics(labels[item_ok], videos[item_ok], thresholds[item_ok]),
+        threshold=report.threshold, folds=results, video_scores=scored,
+        excluded=list(report.excluded), n_frames=int(row_ok.sum()),
+        notes=[f"Dask engine, {report.workers} worker(s), chunks of {report.chunk_rows} rows: "
+               "fit s is each fold's fit and prediction; no memory was measured"])
 
 
 def cluster_provenance(report: Any, cache_path: Path, selection: Selection | None,

@@ -148,6 +148,15 @@ def compare(
     train_method: TrainMethodOpt = [], train_fakes: TrainFakesOpt = "all",
     score_self_blend: ScoreBlendOpt = False, save_run: SaveRunOpt = None,
     report: ReportOpt = None, force: ForceOpt = False, as_json: JsonOpt = False,
+    engine: Annotated[str, typer.Option(
+        help="local, or dask: xgb and logreg cross-validated on a Dask cluster on features read "
+        "in chunks (see fit-xgb --engine dask), on the same folds.")] = "local",
+    address: Annotated[Optional[str], typer.Option(
+        help="With --engine dask: the scheduler (default: a local cluster).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="With --engine dask: local worker "
+                                         "processes.")] = 2,
+    chunk_rows: Annotated[int, typer.Option(min=1, help="With --engine dask: feature rows "
+                                            "read per chunk.")] = 50_000,
 ) -> None:
     """Every head on every feature set, on identical grouped folds: one table sorted by video
     ROC-AUC, with every metric and the fit/predict time and memory. With --train-dataset the
@@ -158,6 +167,16 @@ def compare(
     aggregation, protocol = _judging(
         aggregate, smooth, window, alpha, cv, holdout, eval_cache, search, seed, smote,
         train_dataset, train_method, train_fakes, score_self_blend, n_iter)
+    if engine != "local":
+        from functools import partial
+
+        from fakeprobe.app.cluster import compare_on_cluster
+        from fakeprobe.errors import InvalidOption
+
+        if engine != "dask":
+            raise InvalidOption(f"unknown engine {engine!r}: local or dask", "--engine")
+        run_compare = partial(compare_on_cluster, address=address, workers=workers,
+                              chunk_rows=chunk_rows)
     result = run_compare(
         cache, head, features,
         selection=selection(dataset, method, exclude_dataset, exclude_method, exclude_group),

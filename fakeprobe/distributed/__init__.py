@@ -11,7 +11,8 @@ the same path.
 ``fit-xgb --engine dask`` cross-validates the XGBoost head through ``xgboost.dask`` on the
 cache's features read in chunks, and ``fit-logreg --engine dask`` a logistic head fitted out of
 core by SGD over the same chunks (:mod:`~fakeprobe.distributed.heads`), so the feature matrix
-never has to fit in one process's memory.
+never has to fit in one process's memory; with ``--out`` the final model is fitted the same way
+and saved as a plain model file, and ``compare --engine dask`` tabulates both heads.
 """
 
 from __future__ import annotations

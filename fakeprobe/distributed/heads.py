@@ -154,9 +154,11 @@ class ClusterFitReport:
     #: Pooled out-of-fold scores: per row (``frame_scores``) and per item (``video_scores``).
     frame_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
     video_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: Per item: the fold that scored it (-1: none).
+    video_folds: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        skip = ("model", "frame_scores", "video_scores")
+        skip = ("model", "frame_scores", "video_scores", "video_folds")
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         data["features"] = list(self.features)
         return data
@@ -277,6 +279,7 @@ def cross_validate(cache_path: Path | str, features: Sequence[str], head: str, f
     y_rows = labels[index.video]
     aggregation = Aggregation()  # a track's mean, an item's most suspect track
     frame_scores = np.full(len(index.rows), np.nan)
+    video_folds = np.full(len(labels), -1)
     results = []
     with connect(address, workers, memory_limit) as client:
         import dask.array as da
@@ -287,6 +290,7 @@ def cross_validate(cache_path: Path | str, features: Sequence[str], head: str, f
             t0 = time.perf_counter()
             train = np.isin(index.video, train_videos) & (y_rows >= 0)
             test = np.isin(index.video, test_videos)
+            video_folds[test_videos] = k
             # every item counts once and each class half, as in an in-memory fit
             weight = np.zeros(len(y_rows), np.float32)
             weight[train] = balanced_weights(y_rows[train], index.video[train])
@@ -325,7 +329,7 @@ def cross_validate(cache_path: Path | str, features: Sequence[str], head: str, f
         seconds=time.perf_counter() - started, workers=n_workers, excluded=index.excluded,
         threshold=youden_threshold(labels[scored], videos[scored]),
         model=model, final_fit_seconds=final_seconds, frame_scores=frame_scores,
-        video_scores=videos)
+        video_scores=videos, video_folds=video_folds)
 
 
 def _auc(y: np.ndarray, scores: np.ndarray, roc_auc_score) -> float | None:
