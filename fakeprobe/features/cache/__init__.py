@@ -46,8 +46,7 @@ import shutil  # noqa: F401  (tests reach the standard modules the cache uses th
 import numpy as np  # noqa: F401
 
 from fakeprobe.core.schema import LABEL_CODES, LABEL_NAMES, READ_STATUSES
-from fakeprobe.features.cache.commit import (  # noqa: F401  (the fine-tuning defers Ctrl-C too)
-    BATCH_BYTES, COMMIT_MARGIN_BYTES, _interrupts_deferred, commit)
+from fakeprobe.features.cache.commit import BATCH_BYTES, COMMIT_MARGIN_BYTES, commit  # noqa: F401
 from fakeprobe.features.cache.journal import PAUSE_VARIABLE, journal_path, recover
 from fakeprobe.features.cache.lock import (holds_lock, lock_path, run_settings, staging_dir,
                                            writer)

@@ -16,8 +16,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -33,7 +31,7 @@ from fakeprobe.features.cache.reader import open_in_thread
 from fakeprobe.features.cache.schema import (VideoRecord, _check_schema, _create_layout,
                                              _log_commit, _upgrade, _validate, check_config)
 from fakeprobe.features.cache.staging import _load_staged, _set_aside, staged_files
-from fakeprobe.fileio import WRITE_ERRNOS, atomic_path
+from fakeprobe.fileio import WRITE_ERRNOS, atomic_path, interrupts_deferred
 
 #: Room a commit keeps free beyond twice the staged items: a new cache's datasets take about
 #: 2 MB however few items it holds, and the journal holds the blocks a commit rewrites.
@@ -43,26 +41,6 @@ BATCH_BYTES = 64 << 20
 #: How long a commit waits for other processes' readers to close the cache before giving up
 #: (the staged items are kept).
 READER_WAIT_SECONDS = 300.0
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends (main thread only), then raise it.
-
-    A commit takes seconds; finishing it is what the user wants when they press Ctrl-C. A kill
-    cannot be deferred, and needs not be: the journal rolls the cache back.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
 
 
 def commit(cache_path: Path, config: ExtractorConfig,
@@ -86,7 +64,7 @@ def commit(cache_path: Path, config: ExtractorConfig,
                           f"{staging_dir(cache_path)} are kept for the next run") from None
     kept = f"the staged items are kept in {staging_dir(cache_path)}"
     try:
-        with _interrupts_deferred():
+        with interrupts_deferred():
             return _commit(cache_path, config, feature_configs or {}, attrs or {},
                            _session(cache_path))
     except OutputError as exc:
