@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 
 from distributed import WorkerPlugin
 
-from fakeprobe.datasets import Discovery, MediaItem, discover, safe_text, with_self_blends
+from fakeprobe.datasets import Discovery, MediaItem, safe_text
 from fakeprobe.errors import FakeprobeError, MediaError
 from fakeprobe.features import cache as fcache
 from fakeprobe.pipeline.progress import ExtractSummary, Reporter, Silent
@@ -165,17 +165,10 @@ class ClusterExtractor(Extractor):
         reporter = reporter or Silent()
         log = log or (lambda message: None)
         started = time.perf_counter()
-        summary = ExtractSummary(cache=str(cache_path))
         seconds: dict[str, float] = defaultdict(float)
         # what a killed run left: its staged items are committed, its claims forgotten
-        if fcache.staged_files(cache_path):
-            summary.committed += self._commit(cache_path)
+        summary, found = self._begin(inputs, cache_path, frame_folders)
         shutil.rmtree(claims_dir(cache_path), ignore_errors=True)
-        found = inputs if isinstance(inputs, Discovery) else discover(
-            inputs, frame_folders=frame_folders)
-        if self.self_blend is not None:
-            found = with_self_blends(found)
-        summary.found, summary.problems = len(found.items), list(found.problems)
         self._load_backbones(self.config.backbones)  # their configs go into every commit
         plan = _pair_twins(self._plan(cache_path, found.items, summary))
         reporter.start(sum(1 + (twin is not None) for _, _, _, twin in plan))

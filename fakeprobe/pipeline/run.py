@@ -284,17 +284,11 @@ class Extractor:
             return self._run(inputs, cache_path, frame_folders=frame_folders,
                              reporter=reporter, log=log)
 
-    def _run(self, inputs: Iterable[Path | str] | Discovery, cache_path: Path | str, *,
-             frame_folders: bool = False, reporter: Reporter | None = None,
-             log: Callable[[str], None] | None = None) -> ExtractSummary:
-        cache_path = Path(cache_path)
-        reporter = reporter or Silent()
-        log = log or (lambda message: None)
-        started = time.perf_counter()
+    def _begin(self, inputs: Iterable[Path | str] | Discovery, cache_path: Path,
+               frame_folders: bool) -> tuple[ExtractSummary, Discovery]:
+        """The start every run shares: commit what a killed run left staged (under the settings
+        it was made with), then find the items (with their self-blended twins when asked)."""
         summary = ExtractSummary(cache=str(cache_path))
-        seconds: dict[str, float] = defaultdict(float)
-
-        # Work a killed run left behind is committed first, under the settings it was made with.
         if fcache.staged_files(cache_path):
             summary.committed += self._commit(cache_path)
         found = inputs if isinstance(inputs, Discovery) else discover(
@@ -302,6 +296,17 @@ class Extractor:
         if self.self_blend is not None:
             found = with_self_blends(found)
         summary.found, summary.problems = len(found.items), list(found.problems)
+        return summary, found
+
+    def _run(self, inputs: Iterable[Path | str] | Discovery, cache_path: Path | str, *,
+             frame_folders: bool = False, reporter: Reporter | None = None,
+             log: Callable[[str], None] | None = None) -> ExtractSummary:
+        cache_path = Path(cache_path)
+        reporter = reporter or Silent()
+        log = log or (lambda message: None)
+        started = time.perf_counter()
+        seconds: dict[str, float] = defaultdict(float)
+        summary, found = self._begin(inputs, cache_path, frame_folders)
         self._detector()  # fail now, not in a worker, on a detector that cannot be made
         self._load_backbones(self.config.backbones)
         plan = _pair_twins(self._plan(cache_path, found.items, summary))
