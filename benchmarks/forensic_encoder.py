@@ -70,6 +70,7 @@ def recipe(**overrides):
         patience=4,
         monitor="auc",
         fakes="all",  # true fakes and self-blended pseudo-fakes
+        fresh_blends=True,  # each self-blend drawn is blended anew (see the model card)
         augment=AugmentConfig(),
         dropout=0.3,
         embedding_dim=128,
@@ -346,7 +347,8 @@ def stage_cost(run: Run, caches: dict[str, Path], n: int = 512) -> dict:
     for name, kwargs in encoders.items():
         backbone = load_backbone(name, device="cpu", batch_size=32, **kwargs)
         with CacheReader(caches["faces"]) as cache:
-            crops = row_crops(cache, slice(0, n), backbone.crop, media=False, upsample=True,
+            rows = np.flatnonzero(cache.frames(("has_face",))["has_face"])[:n]
+            crops = row_crops(cache, rows, backbone.crop, media=False, upsample=True,
                               strict=True)[backbone.crop]
         backbone.embed(crops[:32])
         t0 = time.perf_counter()
@@ -503,9 +505,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", help="override the recipe's base network")
     for name in ("lr", "clipnorm"):
         parser.add_argument(f"--{name}", type=float, help="override the recipe")
+    parser.add_argument("--fresh-blends", action=argparse.BooleanOptionalAction, default=None,
+                        help="override the recipe: blend every self-blend twin anew at each "
+                        "draw (--no-fresh-blends: train on the stored twins)")
     args = parser.parse_args(argv)
     overrides = tuple((k, getattr(args, k)) for k in ("epochs", "input_size", "base", "lr",
-                                                     "clipnorm")
+                                                     "clipnorm", "fresh_blends")
                       if getattr(args, k) is not None)
     run = Run(args.workdir, args.faces, args.videos, args.detector, args.weights_dir,
               args.frozen, overrides)

@@ -342,7 +342,7 @@ def test_predict_without_a_model_scores_the_offline_sample(tmp_path):
     # the table names the bundled model and its threshold
     table = CliRunner().invoke(app, ["predict", str(media[0]), "--device", "cpu"])
     assert table.exit_code == 0, table.output
-    assert "forensic-detector-v1" in table.output and "threshold" in table.output
+    assert "forensic-detector-v2" in table.output and "threshold" in table.output
 
 
 # --- face-crop mode --------------------------------------------------------------------------
@@ -453,13 +453,13 @@ def test_the_recipe_runs_end_to_end_on_a_tiny_set(tmp_path):
         assert numbers["test_groups"] == 2 and 0.0 <= numbers["holdout_auc"] <= 1.0
         assert "ffpp_head_auc" in numbers or "videos_head_auc" in numbers
     shipped = results["shipped"]
-    weights = tmp_path / "shipped" / "forensic-v1.npz"
+    weights = tmp_path / "shipped" / "forensic-v2.npz"
     assert sha256_file(weights) == shipped["weights_sha256"]
     sums = (tmp_path / "shipped" / "SHA256SUMS").read_text()
-    assert f"{shipped['weights_sha256']}  forensic-v1.npz" in sums
+    assert f"{shipped['weights_sha256']}  forensic-v2.npz" in sums
     # the ONNX copy: written beside the weights, pinned, checked on the cached crops, used
-    onnx_copy = tmp_path / "shipped" / "forensic-v1.onnx"
-    assert f"{sha256_file(onnx_copy)}  forensic-v1.onnx" in sums
+    onnx_copy = tmp_path / "shipped" / "forensic-v2.onnx"
+    assert f"{sha256_file(onnx_copy)}  forensic-v2.onnx" in sums
     converted = shipped["converted"]
     assert converted["source_sha256"] == shipped["weights_sha256"]
     assert converted["agreement"]["within"] and converted["agreement"]["check_crops"] == "given"

@@ -167,6 +167,10 @@ def finetune(
         help="Fakes to train on: all, real (true fakes only) or self-blend (only the "
         "pseudo-fakes whose method is self_blend). Validation uses true fakes whenever its "
         "groups hold any.")] = "all",
+    fresh_blends: Annotated[bool, typer.Option(
+        "--fresh-blends", help="Blend every self-blend twin anew from its source real crop "
+        "each time it is drawn for training (new mask, colour and warp each time; the cache "
+        "needs `extract --self-blend`). Validation keeps the stored twins.")] = False,
     dataset: DatasetOpt = [], method: MethodOpt = [], exclude_dataset: XDatasetOpt = [],
     exclude_method: XMethodOpt = [], exclude_group: XGroupOpt = [],
     frames_per_item: Annotated[int, typer.Option(
@@ -216,7 +220,7 @@ def finetune(
                 monitor=monitor, fakes=fakes, dropout=dropout, embedding_dim=embedding_dim,
                 freeze_until=freeze_until, frames_per_item=frames_per_item,
                 allow_upsample=allow_upsample, seed=seed, schedule=schedule, warmup=warmup,
-                clipnorm=clipnorm)
+                clipnorm=clipnorm, fresh_blends=fresh_blends)
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted[/]: finished epochs are saved in {out_path}.ckpt; run "
                   "the same command again to resume")

@@ -1,10 +1,10 @@
 """Weights and models that fakeprobe trains itself and ships inside the package.
 
-* ``forensic-v1.npz``: the ``forensic`` face encoder (see
+* ``forensic-v2.npz``: the ``forensic`` face encoder (see
   :mod:`fakeprobe.extractor.backbones.forensic`), plain arrays read without pickle;
-* ``forensic-v1.onnx``: the same network converted for ONNX Runtime, which runs it without
-  TensorFlow (used only as long as it matches ``forensic-v1.npz``: see the model card);
-* ``forensic-detector-v1.fpm``: the bundled detector, a head fitted on that encoder's features,
+* ``forensic-v2.onnx``: the same network converted for ONNX Runtime, which runs it without
+  TensorFlow (used only as long as it matches ``forensic-v2.npz``: see the model card);
+* ``forensic-detector-v2.fpm``: the bundled detector, a head fitted on that encoder's features,
   which ``fakeprobe predict`` uses when no ``--model`` is given;
 * ``FORENSIC_CARD.md``: the model card of both (data and its terms, recipe, measured numbers
   with their commands, known limits).
@@ -22,8 +22,8 @@ from fakeprobe.core.checksums import verify_sha256
 from fakeprobe.errors import WeightsError
 
 #: The bundled detector's file and the name outputs give it.
-BUNDLED_MODEL_FILE = "forensic-detector-v1.fpm"
-BUNDLED_MODEL_NAME = "fakeprobe forensic-detector-v1 (logreg on forensic)"
+BUNDLED_MODEL_FILE = "forensic-detector-v2.fpm"
+BUNDLED_MODEL_NAME = "fakeprobe forensic-detector-v2 (logreg on forensic)"
 MODEL_CARD = "FORENSIC_CARD.md"
 #: ``sha256sum`` format: the SHA-256 of every shipped file, written by the recipe
 #: (``benchmarks/forensic_encoder.py --export``) with the files it measured.

@@ -18,7 +18,7 @@ file is refused. ``--weights forensic=FILE`` loads another file written by :func
 under one name).
 
 Two runtimes give the same features. ONNX Runtime (:mod:`.onnx_runtime`, the default where it is
-installed) runs ``forensic-v1.onnx``, a copy of the network converted by :func:`export` from the
+installed) runs ``forensic-v2.onnx``, a copy of the network converted by :func:`export` from the
 weights file itself; it imports in a fraction of a second, where TensorFlow takes seconds, so a
 one-video ``fakeprobe predict`` never imports TensorFlow. TensorFlow/Keras builds the network
 from the weights file and serves when the converted copy is missing, does not match the weights
@@ -51,10 +51,10 @@ from fakeprobe.extractor.base import BACKBONES, Backbone
 
 #: The shipped encoder's weights, inside the ``fakeprobe.weights`` package (its SHA-256 is
 #: pinned in that package's ``SHA256SUMS``).
-WEIGHTS_FILE = "forensic-v1.npz"
+WEIGHTS_FILE = "forensic-v2.npz"
 #: The shipped encoder converted for ONNX Runtime (pinned in ``SHA256SUMS`` too); a weights file
 #: of one's own has its converted copy beside it, named by :func:`converted_path`.
-CONVERTED_FILE = "forensic-v1.onnx"
+CONVERTED_FILE = "forensic-v2.onnx"
 #: How far a converted network's features may be from the Keras network's, relative to the
 #: features' largest magnitude (at least 1): the error float16 weights already bring (see the
 #: model card). :func:`export` measures it and refuses a converted copy beyond it.

@@ -134,6 +134,8 @@ class FinetuneConfig:
     base are not trained (-1: none of them). ``schedule``/``warmup``: see
     :meth:`learning_rate`. ``clipnorm``: each weight's gradient is clipped to this norm (the
     bases' BatchNorms are folded away, so a large step can throw the net off).
+    ``fresh_blends``: each self-blend twin drawn for training is blended anew from its source
+    real crop (see :mod:`fakeprobe.training.finetune.blends`); validation keeps the stored ones.
     """
 
     base: str = "mobilenet-v2"
@@ -157,6 +159,7 @@ class FinetuneConfig:
     schedule: str = "constant"
     warmup: float = 0.0
     clipnorm: float | None = None
+    fresh_blends: bool = False
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fakeprobe.extractor.backbones.finetuned import EMBEDDING_LAYER, FINETUNED_FORMAT
+from fakeprobe.training.finetune.blends import blend_sources, fresh_blend
 from fakeprobe.training.finetune.config import (BASES, RESUMABLE_FIELDS, STATE_FORMAT,
                                                 FinetuneConfig, FinetuneError)
 from fakeprobe.training.finetune.data import CropSet, Split, load_crops, split_items
@@ -37,6 +38,7 @@ class TrainingData:
     w_train: np.ndarray  # per training row: class- and item-balanced weight
     w_val: np.ndarray
     fingerprint: dict
+    blend_source: np.ndarray  # per crop row: the row of its source real crop (twins), else -1
     warnings: list[str] = field(default_factory=list)
 
 
@@ -113,8 +115,17 @@ def _training_data(cache_path: Path, config: FinetuneConfig, selection: Any,
     w_train = balanced_weights(y_row[train_rows], crops.item[train_rows]).astype(np.float32)
     w_val = (balanced_weights(y_row[val_rows], crops.item[val_rows]) if len(val_rows)
              else np.zeros(0))
+    blend_source = np.full(len(crops.item), -1, np.int64)
+    if config.fresh_blends:
+        blend_source = blend_sources(crops.ids, crops.item)
+        twins = int((blend_source[train_rows] >= 0).sum())
+        if not twins:
+            raise FinetuneError(
+                f"{cache_path}: fresh blends need the self-blend twins of training reals "
+                "(extract with --self-blend, and train with --fakes all or self-blend)")
+        warnings.append(f"{twins} self-blend training crops are blended anew at every draw")
     return TrainingData(crops, split, train_rows, val_rows, y_row, w_train, w_val,
-                        cache_fingerprint(cache_path), warnings)
+                        cache_fingerprint(cache_path), blend_source, warnings)
 
 
 def _settings(config: FinetuneConfig, data: TrainingData, selection: Any,
@@ -175,6 +186,15 @@ def _model(session: Session, config: FinetuneConfig, state: dict | None, ckpt: P
     return model
 
 
+def _fresh(crops: np.ndarray, sources: np.ndarray, data: TrainingData,
+           rng: np.random.Generator) -> np.ndarray:
+    """The batch with every self-blend twin replaced by a new blend of its source crop."""
+    crops = np.array(crops, copy=True)
+    for k in np.flatnonzero(sources >= 0):
+        crops[k] = fresh_blend(data.crops.crops[sources[k]], data.crops.spec, rng)
+    return crops
+
+
 def _train_epoch(session: Session, model: Any, data: TrainingData, config: FinetuneConfig,
                  epoch: int, reporter: Reporter) -> tuple[float, int]:
     """One pass over the training rows in full, shuffled batches (seeded by epoch, so a
@@ -195,6 +215,8 @@ def _train_epoch(session: Session, model: Any, data: TrainingData, config: Finet
         for b in range(len(order) // batch):
             rows = order[b * batch:(b + 1) * batch]
             crops = data.crops.crops[rows]
+            if config.fresh_blends:
+                crops = _fresh(crops, data.blend_source[rows], data, rng)
             if config.augment.active:
                 crops = config.augment.apply(crops, rng)
             w = data.w_train[np.searchsorted(train_rows, rows)]
