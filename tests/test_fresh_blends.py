@@ -103,3 +103,15 @@ def test_fresh_blends_without_twins_are_refused_in_one_line(twin_cache, tmp_path
     _, plain = twin_cache
     with pytest.raises(FinetuneError, match="--self-blend"):
         finetune(plain, tmp_path / "net.keras", RUN, device="cpu")
+
+
+def test_the_finetune_command_passes_fresh_blends_on(twin_cache, tmp_path):
+    from typer.testing import CliRunner
+
+    from fakeprobe.cli import app
+
+    _, plain = twin_cache
+    result = CliRunner().invoke(app, ["finetune", str(plain), "--out", str(tmp_path / "n.keras"),
+                                      "--fresh-blends", "--device", "cpu"])
+    assert result.exit_code == 1 and "--self-blend" in result.output
+    assert not (tmp_path / "n.keras").exists()
