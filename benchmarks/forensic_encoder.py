@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the frozen feature set measured beside the encoder")
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--markdown", type=Path)
-    for name in ("epochs", "input_size"):
+    for name in ("epochs", "input_size", "seed"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int,
                             help="override the recipe (tests, experiments)")
     parser.add_argument("--base", help="override the recipe's base network")
@@ -509,8 +509,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override the recipe: blend every self-blend twin anew at each "
                         "draw (--no-fresh-blends: train on the stored twins)")
     args = parser.parse_args(argv)
-    overrides = tuple((k, getattr(args, k)) for k in ("epochs", "input_size", "base", "lr",
-                                                     "clipnorm", "fresh_blends")
+    overrides = tuple((k, getattr(args, k)) for k in ("epochs", "input_size", "seed", "base",
+                                                     "lr", "clipnorm", "fresh_blends")
                       if getattr(args, k) is not None)
     run = Run(args.workdir, args.faces, args.videos, args.detector, args.weights_dir,
               args.frozen, overrides)
