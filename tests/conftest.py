@@ -61,6 +61,29 @@ def shared_data() -> Path:
     return require_shared_data()
 
 
+#: Six FF++ c40 clips of ``../shared/data`` (three source groups, a real and a fake each): the
+#: small real set of the tests that read the shared data.
+FFPP_C40 = [
+    "ffpp/original_sequences/youtube/c40/videos/183.mp4",
+    "ffpp/manipulated_sequences/Deepfakes/c40/videos/183_253.mp4",
+    "ffpp/original_sequences/youtube/c40/videos/469.mp4",
+    "ffpp/manipulated_sequences/FaceSwap/c40/videos/469_481.mp4",
+    "ffpp/original_sequences/youtube/c40/videos/866.mp4",
+    "ffpp/manipulated_sequences/Face2Face/c40/videos/866_878.mp4",
+]
+
+
+def write_ffpp_manifest(path: Path, rels: list[str], root: Path) -> Path:
+    """A ``path,label,group`` CSV of FF++ files ``rels`` under ``root``: fake when under
+    ``manipulated``, grouped by source id (the number before any ``_``)."""
+    lines = ["path,label,group"]
+    for rel in rels:
+        label = "fake" if "manipulated" in rel else "real"
+        lines.append(f"{root / rel},{label},{Path(rel).stem.split('_')[0]}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 # --- stub components -------------------------------------------------------------------------
 
 class BlobDetector(Detector):

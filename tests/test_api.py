@@ -17,15 +17,7 @@ from pathlib import Path
 import pytest
 
 import fakeprobe
-
-FFPP_C40 = [
-    "ffpp/original_sequences/youtube/c40/videos/183.mp4",
-    "ffpp/manipulated_sequences/Deepfakes/c40/videos/183_253.mp4",
-    "ffpp/original_sequences/youtube/c40/videos/469.mp4",
-    "ffpp/manipulated_sequences/FaceSwap/c40/videos/469_481.mp4",
-    "ffpp/original_sequences/youtube/c40/videos/866.mp4",
-    "ffpp/manipulated_sequences/Face2Face/c40/videos/866_878.mp4",
-]
+from conftest import FFPP_C40, write_ffpp_manifest
 
 
 def strict_json(text: str) -> dict:
@@ -35,13 +27,8 @@ def strict_json(text: str) -> dict:
 @pytest.fixture(scope="module")
 def ffpp_manifest(shared_data, tmp_path_factory) -> Path:
     """A CSV manifest of six FF++ c40 videos: three source groups, a real and a fake each."""
-    manifest = tmp_path_factory.mktemp("api") / "ffpp.csv"
-    lines = ["path,label,group"]
-    for rel in FFPP_C40:
-        label = "fake" if "manipulated" in rel else "real"
-        lines.append(f"{shared_data / rel},{label},{Path(rel).stem.split('_')[0]}")
-    manifest.write_text("\n".join(lines) + "\n")
-    return manifest
+    return write_ffpp_manifest(tmp_path_factory.mktemp("api") / "ffpp.csv", FFPP_C40,
+                               shared_data)
 
 
 @pytest.fixture(scope="module")

@@ -22,19 +22,10 @@ import fakeprobe
 from fakeprobe.core.config import ExtractorConfig
 from fakeprobe.features.cache import CacheReader, run_settings, staging_dir
 
-from conftest import skip_unless_ci
+from conftest import FFPP_C40, skip_unless_ci, write_ffpp_manifest
 
 pytestmark = pytest.mark.shared_data
 
-#: Six clips (three source groups, a real and a fake each) for the default suite.
-FFPP_C40 = [
-    "ffpp/original_sequences/youtube/c40/videos/183.mp4",
-    "ffpp/manipulated_sequences/Deepfakes/c40/videos/183_253.mp4",
-    "ffpp/original_sequences/youtube/c40/videos/469.mp4",
-    "ffpp/manipulated_sequences/FaceSwap/c40/videos/469_481.mp4",
-    "ffpp/original_sequences/youtube/c40/videos/866.mp4",
-    "ffpp/manipulated_sequences/Face2Face/c40/videos/866_878.mp4",
-]
 FRAMES = 4
 
 
@@ -45,20 +36,11 @@ def require_dask():
         skip_unless_ci("dask is not installed", 'the dev install has "fakeprobe[dask]"')
 
 
-def write_manifest(path: Path, rels: list[str], root: Path) -> Path:
-    lines = ["path,label,group"]
-    for rel in rels:
-        label = "fake" if "manipulated" in rel else "real"
-        lines.append(f"{root / rel},{label},{Path(rel).stem.split('_')[0]}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 @pytest.fixture(scope="module")
 def manifest(shared_data, tmp_path_factory) -> Path:
     """A CSV manifest of the six FF++ c40 clips of :data:`FFPP_C40`."""
     require_dask()
-    return write_manifest(tmp_path_factory.mktemp("dist") / "ffpp.csv", FFPP_C40, shared_data)
+    return write_ffpp_manifest(tmp_path_factory.mktemp("dist") / "ffpp.csv", FFPP_C40, shared_data)
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +177,7 @@ def test_every_ffpp_c40_clip_on_a_local_cluster(shared_data, tmp_path):
     require_dask()
     rels = sorted(str(p.relative_to(shared_data))
                   for p in (shared_data / "ffpp").rglob("c40/videos/*.mp4"))
-    listing = write_manifest(tmp_path / "all.csv", rels, shared_data)
+    listing = write_ffpp_manifest(tmp_path / "all.csv", rels, shared_data)
     plain, dask = tmp_path / "plain.h5", tmp_path / "dask.h5"
     assert fakeprobe.extract(listing, plain, frames=FRAMES).summary.extracted == len(rels)
     fakeprobe.extract(listing, dask, frames=FRAMES, engine="dask", workers=2)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_video
+from conftest import FFPP_C40, write_ffpp_manifest, write_video
 from fakeprobe import app as api
 from fakeprobe.core.config import DEFAULT_BACKBONE, ExtractorConfig
 from fakeprobe.features import cache as fcache
@@ -20,14 +20,6 @@ from fakeprobe.pipeline.run import extract
 
 pytestmark = pytest.mark.shared_data
 
-FFPP_C40 = [
-    "ffpp/original_sequences/youtube/c40/videos/183.mp4",
-    "ffpp/manipulated_sequences/Deepfakes/c40/videos/183_253.mp4",
-    "ffpp/original_sequences/youtube/c40/videos/469.mp4",
-    "ffpp/manipulated_sequences/FaceSwap/c40/videos/469_481.mp4",
-    "ffpp/original_sequences/youtube/c40/videos/866.mp4",
-    "ffpp/manipulated_sequences/Face2Face/c40/videos/866_878.mp4",
-]
 PORTRAIT = "dfdc/dfdc_train_part_0/brtujopkby.mp4"
 
 
@@ -36,13 +28,7 @@ def small_cache(shared_data, tmp_path_factory) -> Path:
     """Six FF++ c40 videos (three groups, a real and a fake each), 8 frames, default backbone,
     crops kept."""
     folder = tmp_path_factory.mktemp("shared")
-    manifest = folder / "list.csv"
-    lines = ["path,label,group"]
-    for rel in FFPP_C40:
-        label = "fake" if "manipulated" in rel else "real"
-        group = Path(rel).stem.split("_")[0]
-        lines.append(f"{shared_data / rel},{label},{group}")
-    manifest.write_text("\n".join(lines) + "\n")
+    manifest = write_ffpp_manifest(folder / "list.csv", FFPP_C40, shared_data)
     cache = folder / "ffpp.h5"
     summary = extract([manifest], cache, ExtractorConfig(frames=8, keep_crops=64))
     assert summary.extracted == 6 and summary.failed == 0
